@@ -1,0 +1,44 @@
+# housekeeper: every command a developer or CI needs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PYTHONPATH := functions:.
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets with what they do
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt functions/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install every dependency
+
+run: $(STAMP) ## Start the local stack, run cleanup-logs end to end, print the response
+	$(PY) -m devstack run
+
+serve: $(STAMP) ## Start the local stack and keep it running (Ctrl-C stops it)
+	$(PY) -m devstack serve
+
+test: $(STAMP) ## Run the whole test suite with branch coverage
+	$(PY) -m pytest --cov --cov-report=term
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP) ## Format and fix what ruff can
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean: ## Remove the local stack's data (.local/) and caches
+	rm -rf .local .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+
+.PHONY: help venv run serve test lint fmt clean
