@@ -37,26 +37,27 @@ class Emulator:
         env["PYTHONPATH"] = os.pathsep.join(
             [str(FUNCTIONS_DIR), env.get("PYTHONPATH", "")]
         ).rstrip(os.pathsep)
+        command = [
+            sys.executable, "-m", "functions_framework",
+            "--target", self.target,
+            "--source", str(FUNCTIONS_DIR / "main.py"),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+        ]  # fmt: skip
         output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "functions_framework",
-                "--target",
-                self.target,
-                "--source",
-                str(FUNCTIONS_DIR / "main.py"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=FUNCTIONS_DIR,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+        try:
+            self.process = subprocess.Popen(
+                command,
+                cwd=FUNCTIONS_DIR,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            if not isinstance(output, int):
+                # The child holds its own descriptor for the file.
+                output.close()
+
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -69,9 +70,7 @@ class Emulator:
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError(
-            f"the emulator for {self.target} did not start in {timeout_s}s"
-        )
+        raise RuntimeError(f"emulator {self.target} did not start in {timeout_s}s")
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 10 s)."""

@@ -165,7 +165,9 @@ def configure(settings: Settings) -> None:
     handler = _handler(log_format)
     handler.addFilter(ContextFilter())
     handler._housekeeper = True  # type: ignore[attr-defined]
-    logger.addHandler(handler)
+    # First in line: its filter redacts the record before any other handler,
+    # such as a test's capture, sees it.
+    logger.handlers.insert(0, handler)
     # The library's own lines go to its handler only; the root logger is the
     # host application's to configure.
     logger.propagate = False
