@@ -111,9 +111,6 @@ volatile
 security definer
 set search_path = pg_catalog, pg_temp
 set timezone = 'UTC'
--- A purge lost in a crash is simply redone by the next run, so its commits
--- need not wait for the WAL flush.
-set synchronous_commit = off
 as $$
 declare
   v_rel regclass;
@@ -171,6 +168,11 @@ begin
         using p_cutoff, p_after, p_limit, v_last;
     end if;
   else
+    -- A purge lost in a crash is simply redone by the next run, so its commit
+    -- need not wait for the WAL flush. Set for the rest of the transaction:
+    -- a SET clause on the function would be undone when the function returns,
+    -- before the commit it is meant for.
+    perform set_config('synchronous_commit', 'off', true);
     -- The timestamp predicate is repeated on the DELETE so that a row updated
     -- to a newer timestamp between the two steps is re-checked and kept.
     execute format(
