@@ -117,8 +117,10 @@ declare
   v_naive boolean;
   v_cut text;
   v_after text;
+  v_bnd text;
   v_count bigint;
   v_last timestamptz;
+  v_bound timestamptz;
 begin
   if p_limit is null or p_limit < 1 or p_limit > 100000 then
     raise exception using errcode = '22023', message = 'p_limit must be between 1 and 100000';
@@ -146,6 +148,7 @@ begin
 
   v_cut := case when v_naive then '($1 at time zone ''UTC'')' else '$1' end;
   v_after := case when v_naive then '($2 at time zone ''UTC'')' else '$2' end;
+  v_bnd := case when v_naive then '($4 at time zone ''UTC'')' else '$4' end;
 
   if p_dry_run then
     execute format(
@@ -173,22 +176,52 @@ begin
     -- a SET clause on the function would be undone when the function returns,
     -- before the commit it is meant for.
     perform set_config('synchronous_commit', 'off', true);
-    -- The timestamp predicate is repeated on the DELETE so that a row updated
-    -- to a newer timestamp between the two steps is re-checked and kept.
+
+    -- The batch is a range of the index: from p_after up to (not including)
+    -- the timestamp of the p_limit-th oldest expired row, found in the index
+    -- alone. Deleting by a plain range visits each heap page once, in order,
+    -- like the single DELETE it stands in for; the cutoff stays in the same
+    -- statement, so a row updated to a newer timestamp meanwhile is kept.
     execute format(
-      'with victims as ('
-      '  select ctid from %2$s'
-      '   where %1$I < %3$s and ($2 is null or %1$I >= %4$s)'
-      '   order by %1$I limit $3),'
-      ' gone as ('
-      '  delete from %2$s t'
-      '   where t.ctid = any (array(select ctid from victims))'
-      '     and t.%1$I < %3$s'
-      '  returning t.%1$I as c)'
-      ' select count(*), max(c) from gone',
+      'select %1$I from %2$s'
+      ' where %1$I < %3$s and ($2 is null or %1$I >= %4$s)'
+      ' order by %1$I offset $3 - 1 limit 1',
       p_column, v_rel, v_cut, v_after)
-      into v_count, v_last
+      into v_bound
       using p_cutoff, p_after, p_limit;
+
+    if v_bound is null then
+      -- Fewer than p_limit expired rows are left: this batch takes them all,
+      -- and the next call, starting at the cutoff, finds nothing.
+      execute format(
+        'delete from %2$s where %1$I < %3$s and ($2 is null or %1$I >= %4$s)',
+        p_column, v_rel, v_cut, v_after)
+        using p_cutoff, p_after;
+      get diagnostics v_count = row_count;
+      v_last := p_cutoff;
+    else
+      execute format(
+        'delete from %2$s'
+        ' where %1$I < %3$s and ($2 is null or %1$I >= %4$s) and %1$I < %5$s',
+        p_column, v_rel, v_cut, v_after, v_bnd)
+        using p_cutoff, p_after, p_limit, v_bound;
+      get diagnostics v_count = row_count;
+      if v_count = 0 then
+        -- At least p_limit rows share the timestamp v_bound: take p_limit of
+        -- them by row address, so that a huge tie group (a bulk insert whose
+        -- rows got the same now()) still goes in short transactions.
+        execute format(
+          'delete from %2$s t where t.ctid = any (array('
+          '   select ctid from %2$s where %1$I = %5$s limit $3))'
+          ' and t.%1$I < %3$s',
+          p_column, v_rel, v_cut, v_after, v_bnd)
+          using p_cutoff, p_after, p_limit, v_bound;
+        get diagnostics v_count = row_count;
+      end if;
+      -- The rows at v_bound itself are left to the next batch, which starts
+      -- there (p_after is inclusive).
+      v_last := v_bound;
+    end if;
   end if;
 
   -- max() of a naive column is read as UTC: the function runs in UTC.
