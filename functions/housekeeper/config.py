@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import parse_qsl, unquote
 
 from housekeeper.errors import ConfigurationError
 
@@ -134,6 +135,7 @@ SETTINGS: tuple[SettingDoc, ...] = (
 )
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_KEYWORD_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
 
 
 @dataclass(frozen=True)
@@ -234,23 +236,45 @@ class Settings:
             self.supabase_service_role_key,
             self.r2_access_key_id,
             self.r2_secret_access_key,
-            _password_of(self.database_url),
+            *_passwords_of(self.database_url),
         ]
         return tuple(v for v in values if v and len(v) >= 4)
 
 
-def _password_of(url: str | None) -> str | None:
-    # urlsplit cannot be trusted here: a password containing '/' or '#'
-    # (common in generated ones) breaks its netloc parsing.
-    if not url or "://" not in url:
-        return None
-    rest = url.split("://", 1)[1]
-    if "@" not in rest:
-        return None
-    credentials = rest.rsplit("@", 1)[0]
-    if ":" not in credentials:
-        return None
-    return credentials.split(":", 1)[1] or None
+def _passwords_of(dsn: str | None) -> list[str]:
+    """The password of a connection string, as written and percent-decoded.
+
+    libpq takes a URI (`postgresql://user:password@host/db`, or a
+    `?password=` parameter) and the keyword form (`host=h password=p`).
+    urlsplit cannot be trusted with a URI: a password containing '/', '#' or
+    '@' (common in generated ones) breaks its netloc parsing, so both the
+    reading libpq makes (up to the first '@') and the one a person meant (up
+    to the last '@' before the host) are kept.
+    """
+    if not dsn:
+        return []
+    found: list[str] = []
+    if "://" in dsn:
+        rest = dsn.split("://", 1)[1]
+        before_query = rest.split("?", 1)[0]
+        libpq_reading = re.match(r"([^@/]*)@", rest)
+        for credentials in (
+            libpq_reading.group(1) if libpq_reading else "",
+            before_query.rsplit("@", 1)[0] if "@" in before_query else "",
+        ):
+            if ":" in credentials:
+                found.append(credentials.split(":", 1)[1])
+        query = rest.split("?", 1)[1] if "?" in rest else ""
+        found += [
+            v for k, v in parse_qsl(query, keep_blank_values=True) if k == "password"
+        ]
+    else:
+        for match in _KEYWORD_PASSWORD.finditer(dsn):
+            value = match.group(1)
+            if value.startswith("'") and value.endswith("'") and len(value) > 1:
+                value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            found.append(value)
+    return sorted({value for raw in found for value in (raw, unquote(raw)) if value})
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
@@ -355,7 +379,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
 
     function_timeout_s = int(
-        _number(env, "FUNCTION_TIMEOUT_S", 540, low=10, high=3600, integer=True)
+        _number(env, "FUNCTION_TIMEOUT_S", 540, low=1, high=3600, integer=True)
     )
     log_format = (_text(env, "LOG_FORMAT") or "auto").lower()
     if log_format not in ("auto", "json", "text"):
