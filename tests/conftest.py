@@ -23,9 +23,12 @@ from tests.support import SECRETS, TEST_SECRET, Call, Capture, Leaks, Reply
 
 @pytest.fixture(autouse=True)
 def leak_guard(request: pytest.FixtureRequest) -> Iterator[Leaks]:
-    """Capture every housekeeper log line and response body; fail on a secret."""
+    """Capture every housekeeper log line and response body; fail on a secret.
+
+    A test adds its own secrets with `request.node.extra_secrets = (...)`,
+    read at teardown so that the test body may set it.
+    """
     leaks = Leaks([])
-    extra = getattr(request.node, "extra_secrets", ())
     handler = Capture(leaks)
     logger = logging.getLogger("housekeeper")
     logger.addHandler(handler)
@@ -33,7 +36,7 @@ def leak_guard(request: pytest.FixtureRequest) -> Iterator[Leaks]:
         yield leaks
     finally:
         logger.removeHandler(handler)
-    leaks.check(SECRETS + tuple(extra))
+    leaks.check(SECRETS + tuple(getattr(request.node, "extra_secrets", ())))
 
 
 @pytest.fixture(scope="session")
