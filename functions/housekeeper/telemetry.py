@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -31,6 +32,8 @@ _context: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.Cont
 _secrets: frozenset[str] = frozenset()
 _secret_pattern: re.Pattern[str] | None = None
 _configured: tuple[str, bool] | None = None
+# Requests arrive on several threads at once, and each one configures.
+_lock = threading.Lock()
 
 
 def _hex_digit(digit: str) -> str:
@@ -56,16 +59,17 @@ def _char_pattern(char: str) -> str:
 def register_secrets(values: Iterable[str]) -> None:
     """Add values that must never appear in a log line or a response."""
     global _secrets, _secret_pattern
-    found = set(_secrets)
-    found.update(v for v in values if v and len(v) >= MIN_SECRET_LENGTH)
-    if found == _secrets:
-        return
-    # Longest first, so that a secret containing another is replaced whole.
-    ordered = sorted(found, key=len, reverse=True)
-    _secret_pattern = re.compile(
-        "|".join("".join(_char_pattern(c) for c in s) for s in ordered)
-    )
-    _secrets = frozenset(found)
+    with _lock:
+        found = set(_secrets)
+        found.update(v for v in values if v and len(v) >= MIN_SECRET_LENGTH)
+        if found == _secrets:
+            return
+        # Longest first, so that a secret containing another is replaced whole.
+        ordered = sorted(found, key=len, reverse=True)
+        _secret_pattern = re.compile(
+            "|".join("".join(_char_pattern(c) for c in s) for s in ordered)
+        )
+        _secrets = frozenset(found)
 
 
 def redact(text: str) -> str:
@@ -228,17 +232,18 @@ def configure(settings: Settings) -> None:
 
     logger = logging.getLogger("housekeeper")
     logger.setLevel(settings.log_level)
-    if _configured == (log_format, cloud):
-        return
-    for old in [h for h in logger.handlers if getattr(h, "_housekeeper", False)]:
-        logger.removeHandler(old)
-    handler = _handler(log_format, cloud)
-    handler.filters.insert(0, ContextFilter())
-    handler._housekeeper = True  # type: ignore[attr-defined]
-    # First in line: its filter redacts the record before any other handler,
-    # such as a test's capture, sees it.
-    logger.handlers.insert(0, handler)
-    # The library's own lines go to its handler only; the root logger is the
-    # host application's to configure.
-    logger.propagate = False
-    _configured = (log_format, cloud)
+    with _lock:
+        if _configured == (log_format, cloud):
+            return
+        for old in [h for h in logger.handlers if getattr(h, "_housekeeper", False)]:
+            logger.removeHandler(old)
+        handler = _handler(log_format, cloud)
+        handler.filters.insert(0, ContextFilter())
+        handler._housekeeper = True  # type: ignore[attr-defined]
+        # First in line: its filter redacts the record before any other
+        # handler, such as a test's capture, sees it.
+        logger.handlers.insert(0, handler)
+        # The library's own lines go to its handler only; the root logger is
+        # the host application's to configure.
+        logger.propagate = False
+        _configured = (log_format, cloud)
