@@ -39,6 +39,32 @@ def leak_guard(request: pytest.FixtureRequest) -> Iterator[Leaks]:
     leaks.check(SECRETS + tuple(getattr(request.node, "extra_secrets", ())))
 
 
+class _Records(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def log_records() -> Iterator[list[logging.LogRecord]]:
+    """Every record of the housekeeper loggers during the test, as redacted.
+
+    The housekeeper handler is first in line once configured, so these
+    records are what its filter left.
+    """
+    records: list[logging.LogRecord] = []
+    handler = _Records(records)
+    logger = logging.getLogger("housekeeper")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
 @pytest.fixture(scope="session")
 def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
     """One embedded Postgres for the session, migrations applied."""
