@@ -45,7 +45,7 @@ def test_database_url_wins_over_supabase():
         ("RETENTION_DAYS", "0"),
         ("RETENTION_DAYS", "thirty"),
         ("LOG_FORMAT", "xml"),
-        ("FUNCTION_TIMEOUT_S", "5"),
+        ("FUNCTION_TIMEOUT_S", "0"),
         ("MEDIA_SOURCES", "{}"),
         ("MEDIA_SOURCES", '[{"name": "x"}]'),
     ],
