@@ -48,15 +48,23 @@ SETTINGS: tuple[SettingDoc, ...] = (
     SettingDoc(
         "SUPABASE_CONNECT_TIMEOUT_S", "5", "Connect timeout of each Supabase RPC."
     ),
+    SettingDoc("SUPABASE_READ_TIMEOUT_S", "30", "Read timeout of each Supabase RPC."),
     SettingDoc(
-        "SUPABASE_READ_TIMEOUT_S", "30", "Read timeout of each Supabase RPC."
+        "DB_CONNECT_TIMEOUT_S",
+        "10",
+        "Connect timeout of the direct Postgres transport.",
     ),
     SettingDoc(
-        "DB_CONNECT_TIMEOUT_S", "10", "Connect timeout of the direct Postgres transport."
+        "LOGS_TABLE", "logs", "Table that cleanup-logs purges (`schema.table` allowed)."
     ),
-    SettingDoc("LOGS_TABLE", "logs", "Table that cleanup-logs purges (`schema.table` allowed)."),
-    SettingDoc("LOGS_TIMESTAMP_COLUMN", "timestamp", "Its `timestamptz` or `timestamp` (UTC) column."),
-    SettingDoc("RETENTION_DAYS", "30", "Retention when a request names none (1..3650)."),
+    SettingDoc(
+        "LOGS_TIMESTAMP_COLUMN",
+        "timestamp",
+        "Its `timestamptz` or `timestamp` (UTC) column.",
+    ),
+    SettingDoc(
+        "RETENTION_DAYS", "30", "Retention when a request names none (1..3650)."
+    ),
     SettingDoc(
         "PURGE_BATCH_TARGET_MS",
         "50",
@@ -83,9 +91,18 @@ SETTINGS: tuple[SettingDoc, ...] = (
         "FUNCTION_TIMEOUT_S + 120",
         "Age after which a running run's lock is taken over and marked abandoned.",
     ),
-    SettingDoc("LOG_FORMAT", "auto", "`json` or `text`; `auto` is JSON on Cloud Functions."),
+    SettingDoc(
+        "LOG_FORMAT", "auto", "`json` or `text`; `auto` is JSON on Cloud Functions."
+    ),
     SettingDoc("LOG_LEVEL", "INFO", "Lowest level that is logged."),
-    SettingDoc("R2_ACCOUNT_ID", "none", "Cloudflare account id; gives the R2 endpoint."),
+    SettingDoc(
+        "OVERDUE_AFTER_H",
+        "26",
+        "Hours without a success after which `health?deep=1` calls a job overdue.",
+    ),
+    SettingDoc(
+        "R2_ACCOUNT_ID", "none", "Cloudflare account id; gives the R2 endpoint."
+    ),
     SettingDoc(
         "R2_ENDPOINT_URL", "none", "Explicit S3 endpoint; wins over `R2_ACCOUNT_ID`."
     ),
@@ -100,13 +117,19 @@ SETTINGS: tuple[SettingDoc, ...] = (
         "cdninstagram.com,fbcdn.net",
         "Hosts (and their subdomains) whose URLs are migrated.",
     ),
-    SettingDoc("MEDIA_SOURCES", "the three defaults", "JSON list replacing the default sources."),
+    SettingDoc(
+        "MEDIA_SOURCES",
+        "the three defaults",
+        "JSON list replacing the default sources.",
+    ),
     SettingDoc("MEDIA_MAX_IMAGE_MB", "25", "Largest image download accepted."),
     SettingDoc("MEDIA_MAX_VIDEO_MB", "200", "Largest video download accepted."),
     SettingDoc("MEDIA_DOWNLOAD_TIMEOUT_S", "60", "Total time one download may take."),
     SettingDoc("MEDIA_CONCURRENCY", "4", "Downloads and uploads in flight at once."),
     SettingDoc(
-        "MEDIA_RETRY_BASE_S", "900", "First backoff after a failed item; doubles per attempt."
+        "MEDIA_RETRY_BASE_S",
+        "900",
+        "First backoff after a failed item; doubles per attempt.",
     ),
 )
 
@@ -128,8 +151,13 @@ class MediaSource:
 
 DEFAULT_MEDIA_SOURCES: tuple[MediaSource, ...] = (
     MediaSource(
-        "creators", "instagram_creators", "id", "profile_pic_url", "image",
-        "profiles", "profile",
+        "creators",
+        "instagram_creators",
+        "id",
+        "profile_pic_url",
+        "image",
+        "profiles",
+        "profile",
     ),
     MediaSource(
         "posts", "instagram_posts", "id", "image_urls", "image_array", "posts", "posts"
@@ -163,6 +191,7 @@ class Settings:
     run_lease_s: int = 660
     log_format: str = "auto"
     log_level: str = "INFO"
+    overdue_after_h: float = 26.0
     r2_account_id: str | None = None
     r2_endpoint_url: str | None = None
     r2_access_key_id: str | None = None
@@ -253,7 +282,9 @@ def _number(
     return value
 
 
-def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+def _list(
+    env: Mapping[str, str], name: str, default: tuple[str, ...]
+) -> tuple[str, ...]:
     raw = _text(env, name)
     if raw is None:
         return default
@@ -281,7 +312,9 @@ def _media_sources(env: Mapping[str, str]) -> tuple[MediaSource, ...]:
     try:
         entries = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"MEDIA_SOURCES is not valid JSON: {exc.msg}") from None
+        raise ConfigurationError(
+            f"MEDIA_SOURCES is not valid JSON: {exc.msg}"
+        ) from None
     if not isinstance(entries, list) or not entries:
         raise ConfigurationError("MEDIA_SOURCES must be a non-empty JSON list")
     sources = []
@@ -307,7 +340,9 @@ def _media_sources(env: Mapping[str, str]) -> tuple[MediaSource, ...]:
         except KeyError as exc:
             raise ConfigurationError(f"{where} lacks {exc.args[0]!r}") from None
         if kind not in MEDIA_KINDS:
-            raise ConfigurationError(f"{where}.kind must be one of {', '.join(MEDIA_KINDS)}")
+            raise ConfigurationError(
+                f"{where}.kind must be one of {', '.join(MEDIA_KINDS)}"
+            )
         sources.append(source)
     names = [source.name for source in sources]
     if len(set(names)) != len(names):
@@ -316,7 +351,7 @@ def _media_sources(env: Mapping[str, str]) -> tuple[MediaSource, ...]:
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every setting; raise `ConfigurationError` on the first bad one."""
+    """Read and validate every setting; a bad one raises `ConfigurationError`."""
     env = os.environ if env is None else env
 
     function_timeout_s = int(
@@ -328,7 +363,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     log_level = (_text(env, "LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigurationError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
-    hosts = tuple(h.lower().lstrip(".") for h in _list(env, "MEDIA_CDN_HOSTS", ("cdninstagram.com", "fbcdn.net")))
+    hosts = tuple(
+        h.lower().lstrip(".")
+        for h in _list(env, "MEDIA_CDN_HOSTS", ("cdninstagram.com", "fbcdn.net"))
+    )
 
     return Settings(
         # An empty secret is the same as none: fail closed.
@@ -343,8 +381,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         supabase_read_timeout_s=_number(
             env, "SUPABASE_READ_TIMEOUT_S", 30.0, low=0.1, high=600
         ),
-        db_connect_timeout_s=_number(env, "DB_CONNECT_TIMEOUT_S", 10.0, low=1, high=120),
-        logs_table=validate_identifier(_text(env, "LOGS_TABLE") or "logs", "LOGS_TABLE"),
+        db_connect_timeout_s=_number(
+            env, "DB_CONNECT_TIMEOUT_S", 10.0, low=1, high=120
+        ),
+        logs_table=validate_identifier(
+            _text(env, "LOGS_TABLE") or "logs", "LOGS_TABLE"
+        ),
         logs_timestamp_column=validate_identifier(
             _text(env, "LOGS_TIMESTAMP_COLUMN") or "timestamp", "LOGS_TIMESTAMP_COLUMN"
         ),
@@ -376,6 +418,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         log_format=log_format,
         log_level=log_level,
+        overdue_after_h=_number(env, "OVERDUE_AFTER_H", 26.0, low=1, high=24 * 90),
         r2_account_id=_text(env, "R2_ACCOUNT_ID"),
         r2_endpoint_url=_text(env, "R2_ENDPOINT_URL"),
         r2_access_key_id=_text(env, "R2_ACCESS_KEY_ID"),
@@ -389,7 +432,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         media_cdn_hosts=hosts,
         media_sources=_media_sources(env),
         media_max_image_mb=_number(env, "MEDIA_MAX_IMAGE_MB", 25.0, low=0.1, high=500),
-        media_max_video_mb=_number(env, "MEDIA_MAX_VIDEO_MB", 200.0, low=0.1, high=5000),
+        media_max_video_mb=_number(
+            env, "MEDIA_MAX_VIDEO_MB", 200.0, low=0.1, high=5000
+        ),
         media_download_timeout_s=_number(
             env, "MEDIA_DOWNLOAD_TIMEOUT_S", 60.0, low=1, high=3600
         ),

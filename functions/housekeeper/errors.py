@@ -93,6 +93,13 @@ class DatabaseError(DependencyError):
     code = "database_error"
 
 
+class StatementTimeoutError(DatabaseError):
+    """A statement hit the database's statement timeout even at the smallest batch."""
+
+    status = 503
+    code = "statement_timeout"
+
+
 class MigrationMissingError(DependencyError):
     """A SQL function or table that the job needs is not installed."""
 

@@ -1,0 +1,117 @@
+"""Purge a log table in short, adaptive batches.
+
+Each batch is one call, one transaction. Its size follows the time the last
+batch took, aiming at `PURGE_BATCH_TARGET_MS` and at well under the role's
+statement timeout; a batch that still hits the timeout is retried smaller.
+Memory stays flat: only counts cross the wire.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+from housekeeper.db.base import BatchResult, PurgeTarget
+from housekeeper.errors import DependencyError, StatementTimeoutError
+from housekeeper.runs import RunContext, iso
+
+logger = logging.getLogger(__name__)
+
+FIRST_LIMIT = 2000
+MAX_LIMIT = 50_000
+MIN_LIMIT = 50
+# A statement-timeout budget is shared with the round trip and the commit.
+TIMEOUT_SHARE = 0.4
+MAX_CONSECUTIVE_TIMEOUTS = 8
+
+
+def split_table(name: str) -> tuple[str, str]:
+    """`schema.table` or `table` (in `public`)."""
+    schema, _, table = name.rpartition(".")
+    return (schema or "public", table)
+
+
+def _target_ms(target: PurgeTarget, configured_ms: int) -> float:
+    if target.statement_timeout_ms > 0:
+        return min(configured_ms, target.statement_timeout_ms * TIMEOUT_SHARE)
+    return float(configured_ms)
+
+
+def _next_limit(limit: int, elapsed_ms: float, target_ms: float, floor: int) -> int:
+    # Grow or shrink by at most 2x a step, so one odd batch cannot swing it.
+    ratio = target_ms / max(elapsed_ms, 0.1)
+    return max(floor, min(MAX_LIMIT, int(limit * min(2.0, max(0.5, ratio)))))
+
+
+def purge_table(
+    ctx: RunContext, table: str, column: str, cutoff: datetime, *, dry_run: bool
+) -> dict[str, Any]:
+    """Delete (or count, when dry) every row strictly older than `cutoff`."""
+    schema, name = split_table(table)
+    report: dict[str, Any] = {
+        "table": f"{schema}.{name}",
+        "deleted": 0,
+        "cutoff": iso(cutoff),
+        "batches": 0,
+        "longest_batch_ms": 0.0,
+        "status": "running",
+    }
+    # A dry run keeps `deleted` at 0, so a reader of the field is never misled.
+    if dry_run:
+        report["would_delete"] = 0
+    counter = "would_delete" if dry_run else "deleted"
+
+    try:
+        target = ctx.db.purge_prepare(schema, name, column)
+        if not target.indexed:
+            report["warning"] = (
+                f"no index leads with {column} on {target.qualified}; every batch "
+                "scans the table. Create one (see README, 'Purge index')."
+            )
+            logger.warning("%s", report["warning"])
+        target_ms = _target_ms(target, ctx.settings.purge_batch_target_ms)
+        limit, floor, timeouts = FIRST_LIMIT, MIN_LIMIT, 0
+        after: datetime | None = None
+
+        while True:
+            if ctx.out_of_time():
+                report["status"] = "partial"
+                report["remaining_estimate"] = ctx.db.purge_estimate(target, cutoff)
+                break
+            started = time.monotonic()
+            try:
+                batch: BatchResult = ctx.db.purge_batch(
+                    target, cutoff, after, limit, dry_run=dry_run
+                )
+            except StatementTimeoutError:
+                timeouts += 1
+                if limit <= 1 or timeouts > MAX_CONSECUTIVE_TIMEOUTS:
+                    raise
+                limit, floor = max(1, limit // 4), 1
+                logger.warning(
+                    "purge batch hit the statement timeout; retrying with %d rows",
+                    limit,
+                )
+                continue
+            elapsed_ms = batch.elapsed_ms
+            if elapsed_ms is None:
+                elapsed_ms = (time.monotonic() - started) * 1000
+            timeouts = 0
+            report["batches"] += 1
+            report[counter] += batch.count
+            report["longest_batch_ms"] = round(
+                max(report["longest_batch_ms"], elapsed_ms), 2
+            )
+            if batch.count == 0 or (dry_run and batch.count < limit):
+                report["status"] = "dry_run" if dry_run else "success"
+                break
+            after = batch.last
+            limit = _next_limit(limit, elapsed_ms, target_ms, floor)
+    except DependencyError as exc:
+        report["status"] = "failed"
+        report["error"] = exc.message
+        exc.partial = {"database": report}
+        raise
+    return report

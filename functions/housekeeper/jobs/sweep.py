@@ -1,0 +1,188 @@
+"""Delete expired log files from a folder, never through a symlink.
+
+The walk holds a file descriptor for each directory on its path and works
+relative to it (`openat`/`unlinkat` semantics), so a directory swapped for a
+symlink while the sweep runs cannot lead it outside the folder.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import logging
+import os
+import re
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+MAX_DEPTH = 64
+MAX_ERROR_SAMPLES = 10
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def compile_patterns(patterns: Iterable[str]) -> re.Pattern[str]:
+    """One regular expression matching any of the shell-style name patterns."""
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
+def _ns(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (
+        delta.days * 86400 + delta.seconds
+    ) * 1_000_000_000 + delta.microseconds * 1000
+
+
+@dataclass
+class _Sweep:
+    pattern: re.Pattern[str]
+    cutoff_ns: int
+    dry_run: bool
+    out_of_time: Callable[[], bool]
+    deleted_files: int = 0
+    deleted_bytes: int = 0
+    kept_files: int = 0
+    ignored_files: int = 0
+    skipped: int = 0
+    errors: int = 0
+    error_samples: list[dict[str, str]] = field(default_factory=list)
+    stopped: bool = False
+    seen: int = 0
+
+    def error(self, path: str, exc: OSError | str) -> None:
+        self.errors += 1
+        reason = exc if isinstance(exc, str) else (exc.strerror or type(exc).__name__)
+        if len(self.error_samples) < MAX_ERROR_SAMPLES:
+            self.error_samples.append({"path": path, "reason": reason})
+        logger.warning("log sweep: %s: %s", path, reason)
+
+    def walk(self, dir_fd: int, prefix: str, depth: int) -> None:
+        try:
+            entries = list(os.scandir(dir_fd))
+        except OSError as exc:
+            self.error(prefix or ".", exc)
+            return
+        for entry in entries:
+            self.seen += 1
+            if self.seen % 512 == 0 and self.out_of_time():
+                self.stopped = True
+            if self.stopped:
+                return
+            path = f"{prefix}{entry.name}"
+            try:
+                if entry.is_symlink():
+                    self.skipped += 1
+                elif entry.is_dir(follow_symlinks=False):
+                    self.descend(dir_fd, entry.name, path, depth)
+                elif not entry.is_file(follow_symlinks=False):
+                    self.skipped += 1
+                elif not self.pattern.match(entry.name):
+                    self.ignored_files += 1
+                else:
+                    self.consider(dir_fd, entry, path)
+            except OSError as exc:
+                self.error(path, exc)
+
+    def descend(self, dir_fd: int, name: str, path: str, depth: int) -> None:
+        if depth >= MAX_DEPTH:
+            self.skipped += 1
+            return
+        try:
+            child = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            # ELOOP/ENOTDIR: it became a symlink or a file since it was listed.
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                self.skipped += 1
+            else:
+                self.error(path, exc)
+            return
+        try:
+            self.walk(child, path + "/", depth + 1)
+        finally:
+            os.close(child)
+
+    def consider(self, dir_fd: int, entry: os.DirEntry[str], path: str) -> None:
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            self.error(path, "vanished before it could be checked")
+            return
+        if not stat.S_ISREG(info.st_mode):
+            self.skipped += 1
+            return
+        if info.st_mtime_ns >= self.cutoff_ns:
+            self.kept_files += 1
+            return
+        if not self.dry_run:
+            try:
+                os.unlink(entry.name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                self.error(path, "vanished before it could be deleted")
+                return
+        self.deleted_files += 1
+        self.deleted_bytes += info.st_size
+
+
+def sweep_folder(
+    folder: str,
+    patterns: Iterable[str],
+    cutoff: datetime,
+    *,
+    dry_run: bool,
+    out_of_time: Callable[[], bool],
+) -> dict[str, Any]:
+    """Delete regular files under `folder` matching `patterns`, older than `cutoff`."""
+    report: dict[str, Any] = {"folder": folder, "cutoff": cutoff.isoformat()}
+    if not folder:
+        return {**report, "status": "disabled", "message": "LOG_DIR is empty"}
+    try:
+        root = os.open(folder, _DIR_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return {
+                **report,
+                "status": "missing",
+                "message": "the folder does not exist",
+            }
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            return {
+                **report,
+                "status": "refused",
+                "message": "the folder is a symlink or not a directory; "
+                "name the real folder in LOG_DIR",
+            }
+        return {**report, "status": "failed", "message": exc.strerror or str(exc)}
+
+    sweep = _Sweep(compile_patterns(patterns), _ns(cutoff), dry_run, out_of_time)
+    try:
+        sweep.walk(root, "", 0)
+    finally:
+        os.close(root)
+
+    status = "partial" if sweep.stopped else ("dry_run" if dry_run else "success")
+    counts = {
+        "deleted_files": sweep.deleted_files,
+        "deleted_bytes": sweep.deleted_bytes,
+    }
+    if dry_run:
+        counts = {
+            "deleted_files": 0,
+            "deleted_bytes": 0,
+            "would_delete_files": sweep.deleted_files,
+            "would_delete_bytes": sweep.deleted_bytes,
+        }
+    return {
+        **report,
+        **counts,
+        "kept_files": sweep.kept_files,
+        "ignored_files": sweep.ignored_files,
+        "skipped": sweep.skipped,
+        "errors": sweep.errors,
+        "error_samples": sweep.error_samples,
+        "status": status,
+    }

@@ -1,0 +1,174 @@
+"""Shared fixtures: a real embedded Postgres, the targets in-process or emulated,
+and a guard that fails any test whose logs or responses carry a secret."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import functions_framework
+import psycopg
+import pytest
+
+from devstack.emulator import FUNCTIONS_DIR, Emulator
+from devstack.migrate import apply_migrations
+from devstack.postgres import LocalPostgres
+from housekeeper.config import get_settings
+from housekeeper.telemetry import register_secrets
+from tests.support import SECRETS, TEST_SECRET, Call, Capture, Leaks, Reply
+
+
+@pytest.fixture(autouse=True)
+def leak_guard(request: pytest.FixtureRequest) -> Iterator[Leaks]:
+    """Capture every housekeeper log line and response body; fail on a secret."""
+    leaks = Leaks([])
+    extra = getattr(request.node, "extra_secrets", ())
+    handler = Capture(leaks)
+    logger = logging.getLogger("housekeeper")
+    logger.addHandler(handler)
+    try:
+        yield leaks
+    finally:
+        logger.removeHandler(handler)
+    leaks.check(SECRETS + tuple(extra))
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    """One embedded Postgres for the session, migrations applied."""
+    server = LocalPostgres(tmp_path_factory.mktemp("pg"), fast=True).start()
+    apply_migrations(server.url)
+    try:
+        yield server
+    finally:
+        server.stop(quiet=True)
+
+
+@pytest.fixture
+def conn(pg: LocalPostgres) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit superuser connection to the test database."""
+    with psycopg.connect(pg.url, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def clean_ledger(conn: psycopg.Connection[Any]) -> None:
+    """Start with an empty run ledger."""
+    conn.execute("truncate housekeeper.runs")
+
+
+@pytest.fixture
+def env(
+    pg: LocalPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """Settings for a run against the test database; change them via `set_env`."""
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    values = {
+        "CRON_SECRET": TEST_SECRET,
+        "DATABASE_URL": pg.url,
+        "LOG_DIR": str(log_dir),
+        "LOG_FORMAT": "text",
+    }
+    for name in (
+        "CRON_SECRET_PREVIOUS",
+        "SUPABASE_URL",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "LOGS_TABLE",
+        "LOGS_TIMESTAMP_COLUMN",
+        "RETENTION_DAYS",
+        "TIME_BUDGET_S",
+        "K_SERVICE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    register_secrets(SECRETS)
+    return values
+
+
+@pytest.fixture
+def set_env(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> Callable[..., None]:
+    """Change settings for this test: `set_env(RETENTION_DAYS="7")`, None unsets."""
+
+    def apply(**values: str | None) -> None:
+        for key, value in values.items():
+            if value is None:
+                monkeypatch.delenv(key, raising=False)
+                env.pop(key, None)
+            else:
+                monkeypatch.setenv(key, value)
+                env[key] = value
+        get_settings()
+
+    return apply
+
+
+def _auth(token: str | None) -> dict[str, str]:
+    return {} if token is None else {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def call(env: dict[str, str], leak_guard: Leaks) -> Call:
+    """Call a target in-process through functions-framework's own app.
+
+    `call("cleanup_logs", json={...})` sends the test secret; pass
+    `headers={...}` to replace the Authorization header, `token=None` to omit it.
+    """
+    apps: dict[str, Any] = {}
+
+    def do(
+        target: str,
+        *,
+        method: str = "POST",
+        json: Any = None,
+        data: bytes | str | None = None,
+        query: Mapping[str, str] | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        token: str | None = TEST_SECRET,
+    ) -> Reply:
+        if target not in apps:
+            apps[target] = functions_framework.create_app(
+                target, str(FUNCTIONS_DIR / "main.py")
+            ).test_client()
+        sent = {**_auth(token), **(headers or {})}
+        response = apps[target].open(
+            "/", method=method, json=json, data=data, query_string=query, headers=sent
+        )
+        reply = Reply(
+            response.status_code, dict(response.headers), response.get_data(True)
+        )
+        leak_guard.add(reply.text)
+        leak_guard.add(json_dumps(reply.headers))
+        return reply
+
+    return do
+
+
+def json_dumps(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+@pytest.fixture
+def emulator(
+    env: dict[str, str], tmp_path: Path, leak_guard: Leaks
+) -> Iterator[Callable[..., Emulator]]:
+    """Start emulators for targets; their output is leak-checked at teardown."""
+    started: list[Emulator] = []
+
+    def start(target: str, **overrides: str) -> Emulator:
+        log_path = tmp_path / f"emulator-{target}-{len(started)}.log"
+        emu = Emulator(target, {**env, **overrides}, log_path=log_path).start()
+        started.append(emu)
+        return emu
+
+    yield start
+    for emu in started:
+        emu.stop()
+        if emu.log_path and emu.log_path.exists():
+            leak_guard.add(emu.log_path.read_text(errors="replace"))
