@@ -33,6 +33,7 @@ locals {
     "RUN_LEASE_S",
     "LOG_FORMAT",
     "LOG_LEVEL",
+    "OVERDUE_AFTER_H",
     "R2_ACCOUNT_ID",
     "R2_ENDPOINT_URL",
     "R2_BUCKET",
@@ -124,9 +125,14 @@ locals {
           "SUPABASE_URL",
           "SUPABASE_SERVICE_ROLE_KEY",
         ])
-        environment = merge(local.base_environment, var.environment, {
-          FUNCTION_TIMEOUT_S = "60"
-        })
+        environment = merge(
+          local.base_environment,
+          # health?deep=1 applies one threshold to every job: the loosest
+          # one, so it never calls a job overdue before its own alert would.
+          { OVERDUE_AFTER_H = tostring(max([for job in values(var.jobs) : job.overdue_after_s]...) / 3600) },
+          var.environment,
+          { FUNCTION_TIMEOUT_S = "60" },
+        )
       }
     } : id => fn if var.enable_health_function
   }

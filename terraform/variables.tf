@@ -43,14 +43,14 @@ variable "name_prefix" {
   }
 }
 
+# Per job: entry_point (a function in functions/main.py), schedule (five-field
+# cron), time_zone (IANA), params (request parameters; null ones are left out),
+# memory_mb, timeout_s (function timeout), attempt_deadline_s (null: the
+# timeout, capped at 30 minutes), max_instances, retry_count, overdue_after_s
+# (schedule period plus grace), secrets (null: every configured one) and
+# environment (plain settings for this job only).
 variable "jobs" {
-  description = <<-EOT
-    The scheduled jobs, keyed by job id (the id the handler reports, such as cleanup-logs). Each one becomes a Cloud Function and a Cloud Scheduler job that POSTs `params` as a JSON body.
-    Fields: entry_point (function in functions/main.py); schedule (five-field cron); time_zone (IANA name, default Etc/UTC); params (request parameters, null ones are left out);
-    memory_mb; timeout_s (function timeout, 15..3600); attempt_deadline_s (how long Cloud Scheduler waits, null means min(timeout_s, 1800), never more than timeout_s nor 1800);
-    max_instances; retry_count (Cloud Scheduler retries, 0..5); overdue_after_s (alert when no run succeeded for this long: schedule period plus grace);
-    secrets (setting names mounted from Secret Manager, null means every configured one); environment (plain settings for this job only).
-  EOT
+  description = "The scheduled jobs, keyed by job id (such as cleanup-logs); each becomes a Cloud Function and a Cloud Scheduler job that POSTs its params as JSON. The README's Deploy section describes every field."
   type = map(object({
     entry_point = string
     schedule    = string
