@@ -455,3 +455,38 @@ def test_python_derivation_of_function_environment_matches_terraform():
         assert evaluated["function_environment"][job_id] == (
             configs.function_environment(job)
         )
+
+
+def _one_job(**fields: str) -> str:
+    job = {"entry_point": '"cleanup_logs"', "schedule": '"0 3 * * *"', **fields}
+    body = "\n".join(f"    {key} = {value}" for key, value in job.items())
+    return f'jobs = {{\n  "cleanup-logs" = {{\n{body}\n  }}\n}}\n'
+
+
+@needs_terraform
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"schedule": '"0 3 * *"'}, "five-field cron expression"),
+        ({"time_zone": '"Mars/Olympus_Mons"'}, "IANA time zone name"),
+        ({"entry_point": '"cleanup-logs"'}, "Python function name"),
+        ({"timeout_s": "4000"}, "from 15 to 3600"),
+        ({"retry_count": "6"}, "from 0 to 5"),
+        ({"memory_mb": "300"}, "must be one of 128"),
+        ({"params": '{ media_type = "videos" }'}, "Job params out of range"),
+        ({"params": "{ retention_days = 0 }"}, "Job params out of range"),
+        ({"secrets": '["DATABASE_URL"]'}, "must include CRON_SECRET"),
+        ({"environment": '{ CRON_SECRET = "x" }'}, "only plain settings"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else next(iter(value)),
+)
+def test_terraform_validation_rejects_a_bad_job(fields, message):
+    result = configs.plan_variables(_one_job(**fields))
+    assert result.returncode != 0
+    assert message in " ".join(result.stderr.split())
+
+
+@needs_terraform
+def test_terraform_validation_accepts_a_job_in_another_time_zone():
+    result = configs.plan_variables(_one_job(time_zone='"America/Argentina/Salta"'))
+    assert result.returncode == 0, result.stderr
