@@ -109,8 +109,8 @@ variable "jobs" {
   }
 
   validation {
-    condition     = length(var.jobs) > 0 && alltrue([for id in keys(var.jobs) : can(regex("^[a-z][a-z0-9-]{0,15}[a-z0-9]$", id))])
-    error_message = "Each job id must be 2 to 17 lowercase letters, digits or hyphens (it becomes part of a 30-character service account ID)."
+    condition     = length(var.jobs) > 0 && alltrue([for id in keys(var.jobs) : can(regex("^[a-z][a-z0-9-]{0,15}[a-z0-9]$", id)) && !contains(["health", "build"], id)])
+    error_message = "Each job id must be 2 to 17 lowercase letters, digits or hyphens (it becomes part of a 30-character service account ID), and neither health nor build, which name the health function and the build account."
   }
 
   validation {

@@ -458,9 +458,10 @@ def test_python_derivation_of_function_environment_matches_terraform():
 
 
 def _one_job(**fields: str) -> str:
+    job_id = fields.pop("_id", "cleanup-logs")
     job = {"entry_point": '"cleanup_logs"', "schedule": '"0 3 * * *"', **fields}
     body = "\n".join(f"    {key} = {value}" for key, value in job.items())
-    return f'jobs = {{\n  "cleanup-logs" = {{\n{body}\n  }}\n}}\n'
+    return f'jobs = {{\n  "{job_id}" = {{\n{body}\n  }}\n}}\n'
 
 
 @needs_terraform
@@ -468,6 +469,7 @@ def _one_job(**fields: str) -> str:
     ("fields", "message"),
     [
         ({"schedule": '"0 3 * *"'}, "five-field cron expression"),
+        ({"_id": "health"}, "neither health nor build"),
         ({"time_zone": '"Mars/Olympus_Mons"'}, "IANA time zone name"),
         ({"entry_point": '"cleanup-logs"'}, "Python function name"),
         ({"timeout_s": "4000"}, "from 15 to 3600"),
