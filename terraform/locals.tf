@@ -49,6 +49,10 @@ locals {
     "MEDIA_RETRY_BASE_S",
   ]
 
+  # Settings bound to one function's timeout, so only a job's own environment
+  # may set them.
+  per_job_settings = ["TIME_BUDGET_S", "RUN_LEASE_S"]
+
   # Names only: which optional secrets were supplied. The values stay sensitive;
   # knowing that a database URL exists reveals nothing.
   supplied_secrets = nonsensitive(toset([

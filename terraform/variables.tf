@@ -197,6 +197,15 @@ variable "jobs" {
   }
 
   validation {
+    condition = alltrue([
+      for job in values(var.jobs) :
+      try(tonumber(job.environment["TIME_BUDGET_S"]) < coalesce(job.attempt_deadline_s, min(job.timeout_s, 1800)), !contains(keys(job.environment), "TIME_BUDGET_S"))
+      && try(tonumber(job.environment["RUN_LEASE_S"]) >= job.timeout_s, !contains(keys(job.environment), "RUN_LEASE_S"))
+    ])
+    error_message = "A job's TIME_BUDGET_S must be a number below its attempt deadline, and its RUN_LEASE_S a number at least its timeout_s."
+  }
+
+  validation {
     condition     = alltrue([for job in values(var.jobs) : length(setsubtract(keys(job.environment), local.plain_settings)) == 0])
     error_message = "A job's environment may set only plain settings documented in functions/housekeeper/config.py; secrets have their own variables and FUNCTION_TIMEOUT_S follows timeout_s."
   }
@@ -210,6 +219,11 @@ variable "environment" {
   validation {
     condition     = length(setsubtract(keys(var.environment), local.plain_settings)) == 0
     error_message = "The environment may set only plain settings documented in functions/housekeeper/config.py; secrets have their own variables and FUNCTION_TIMEOUT_S follows each job's timeout_s."
+  }
+
+  validation {
+    condition     = length(setintersection(keys(var.environment), local.per_job_settings)) == 0
+    error_message = "TIME_BUDGET_S and RUN_LEASE_S depend on each function's timeout: set them in a job's environment, not here."
   }
 }
 

@@ -479,6 +479,8 @@ def _one_job(**fields: str) -> str:
         ({"params": "{ retention_days = 0 }"}, "Job params out of range"),
         ({"secrets": '["DATABASE_URL"]'}, "must include CRON_SECRET"),
         ({"environment": '{ CRON_SECRET = "x" }'}, "only plain settings"),
+        ({"environment": '{ TIME_BUDGET_S = "540" }'}, "below its attempt deadline"),
+        ({"environment": '{ RUN_LEASE_S = "60" }'}, "at least its timeout_s"),
     ],
     ids=lambda value: value if isinstance(value, str) else next(iter(value)),
 )
@@ -492,3 +494,13 @@ def test_terraform_validation_rejects_a_bad_job(fields, message):
 def test_terraform_validation_accepts_a_job_in_another_time_zone():
     result = configs.plan_variables(_one_job(time_zone='"America/Argentina/Salta"'))
     assert result.returncode == 0, result.stderr
+
+
+@needs_terraform
+def test_terraform_validation_keeps_timeout_bound_settings_per_job():
+    tfvars = 'environment = { TIME_BUDGET_S = "300" }\n'
+    result = configs.plan_variables(tfvars)
+    assert result.returncode != 0
+    assert "set them in a job's environment" in " ".join(result.stderr.split())
+    fine = _one_job(environment='{ TIME_BUDGET_S = "300", RUN_LEASE_S = "900" }')
+    assert configs.plan_variables(fine).returncode == 0
