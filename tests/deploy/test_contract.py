@@ -23,7 +23,7 @@ import requests
 
 from devstack.postgres import free_port
 from tests.deploy import configs
-from tests.support import TEST_SECRET, create_log_table
+from tests.support import TEST_PREVIOUS_SECRET, TEST_SECRET, create_log_table
 
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", configs.REPO / ".venv")) / "bin"
 CALL_FUNCTION = configs.REPO / "scripts" / "call-function.sh"
@@ -107,6 +107,29 @@ def test_scheduler_request_purges_only_what_the_retention_allows(
     assert response.status_code == 200, response.text
     assert response.json()["results"]["database"]["deleted"] == 1
     assert [r[0] for r in conn.execute("select message from logs")] == ["kept"]
+
+
+def test_scheduler_request_with_the_previous_secret_succeeds_during_a_rotation(
+    emulator, conn, clean_ledger
+):
+    # Mid-rotation: the function already has the new secret and still accepts
+    # the old one that a not-yet-updated scheduler job sends.
+    _require_target("cleanup-logs")
+    _seed(conn)
+    job = configs.default_jobs()["cleanup-logs"]
+    emu = emulator(
+        "cleanup_logs",
+        **configs.function_environment(job),
+        CRON_SECRET=TEST_SECRET,
+        CRON_SECRET_PREVIOUS=TEST_PREVIOUS_SECRET,
+    )
+    request = scheduler_request("cleanup-logs", TEST_PREVIOUS_SECRET)
+
+    response = requests.post(
+        emu.url, headers=request["headers"], data=request["body"], timeout=60
+    )
+
+    assert response.status_code == 200, response.text
 
 
 # Exit codes of start commands ------------------------------------------------------
