@@ -187,7 +187,8 @@ class SupabaseDatabase(Database):
     ) -> HousekeeperError:
         code = str(error.code or "")
         message = self._clean(str(error.message or "")) or f"HTTP {status}"
-        where = f"{function}: {message} (HTTP {status}{', ' + code if code else ''})"
+        shown = f", {code}" if code and code != str(status) else ""
+        where = f"{function}: {message} (HTTP {status}{shown})"
         is_sqlstate = bool(_SQLSTATE.match(code))
 
         if code == "PGRST202" or (code == "42883" and function in message):
@@ -213,5 +214,5 @@ class SupabaseDatabase(Database):
         ):
             return DatabaseUnavailableError(where)
         if status >= 500 and not is_sqlstate:
-            return DatabaseUnavailableError(f"{function}: Supabase answered {where}")
+            return DatabaseUnavailableError(f"Supabase failed {where}")
         return DatabaseError(where)
