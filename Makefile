@@ -20,8 +20,10 @@ $(STAMP): requirements.txt requirements-dev.txt functions/requirements.txt
 
 venv: $(STAMP) ## Create .venv and install every dependency
 
-run: $(STAMP) ## Start the local stack, run cleanup-logs end to end, print the response
-	$(PY) -m devstack run
+TRANSPORT ?= postgres
+
+run: $(STAMP) ## Start the local stack, run cleanup-logs end to end (TRANSPORT=supabase: via the PostgREST stand-in)
+	$(PY) -m devstack run --transport $(TRANSPORT)
 
 serve: $(STAMP) ## Start the local stack and keep it running (Ctrl-C stops it)
 	$(PY) -m devstack serve
