@@ -208,6 +208,13 @@ ERROR_CASES = [
         id="42501-anon-key",
     ),
     pytest.param(
+        _pgrst(403, "42501", "permission denied for table logs"),
+        DatabaseError,
+        502,
+        "permission denied for table logs (HTTP 403, 42501); the role that applied",
+        id="42501-owner-lacks-privilege",
+    ),
+    pytest.param(
         httpx.Response(
             401,
             json={

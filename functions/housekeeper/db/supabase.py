@@ -195,12 +195,18 @@ class SupabaseDatabase(Database):
             return missing_function_error(function)
         if code == "57014":
             return StatementTimeoutError(where)
-        if code == "42501":
+        if code == "42501" and "function" in message:
             return DatabaseError(
-                f"{function} was refused (permission denied, HTTP {status}): "
-                f"{_WRONG_KEY} (an anon or authenticated key cannot run the "
-                "housekeeper functions), or the migrations' grants are missing",
+                f"{function} was refused ({message}, HTTP {status}): {_WRONG_KEY} "
+                "(an anon or authenticated key may not run the housekeeper "
+                "functions), or the migrations' grants to service_role are missing",
                 details={"cause": "not_service_role", "function": function},
+            )
+        if code == "42501":
+            # The function ran but its owner may not touch something inside.
+            return DatabaseError(
+                f"{where}; the role that applied the migrations owns the "
+                "housekeeper functions and needs this privilege"
             )
         if status in (401, 403) or code.startswith("PGRST30"):
             return DatabaseError(
