@@ -31,8 +31,10 @@ $(TOOLS_STAMP): requirements-tools.txt
 
 tools: $(TOOLS_STAMP) ## Install checkov into its own venv (.local/tools-venv)
 
-run: $(STAMP) ## Start the local stack, run cleanup-logs end to end, print the response
-	$(PY) -m devstack run
+TRANSPORT ?= postgres
+
+run: $(STAMP) ## Start the local stack, run cleanup-logs end to end (TRANSPORT=supabase: via the PostgREST stand-in)
+	$(PY) -m devstack run --transport $(TRANSPORT)
 
 serve: $(STAMP) ## Start the local stack and keep it running (Ctrl-C stops it)
 	$(PY) -m devstack serve
