@@ -1,0 +1,2 @@
+"""Local development stack: servers, demo data and generated media for the demo,
+the benchmarks and the tests."""
