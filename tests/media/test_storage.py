@@ -120,7 +120,8 @@ def test_upload_carries_no_checksum_headers_with_the_pinned_boto3(
     for headers in puts:
         assert checksum_headers(headers) == {}
         assert "authorization" in headers
-    assert boto3.__version__ == "1.44.8"
+    # Default checksums arrived in 1.36; the control test below shows them on.
+    assert tuple(int(part) for part in boto3.__version__.split(".")[:2]) >= (1, 36)
 
 
 def test_the_wire_check_would_see_botos_default_checksums(moto_s3: MotoS3) -> None:

@@ -64,7 +64,7 @@ def test_audio_is_kept_as_aac(
     small_with_audio: Path, tmp_path: Path, ffmpeg: str
 ) -> None:
     result = transcode_video(
-        small_with_audio, tmp_path / "out.mp4", target_mb=1.5, ffmpeg=ffmpeg
+        small_with_audio, tmp_path / "out.mp4", target_mb=1.5, ffmpeg=ffmpeg, threads=1
     )
 
     assert result.has_audio is True

@@ -251,6 +251,9 @@ def download(
     `max_bytes`, fewer bytes than announced, and anything still running after
     `timeout_s` in total. Redirects are not followed. Failures raise
     `MediaDownloadError` (transfer) or `MediaRejectedError` (content).
+
+    A shared `client` reuses connections across downloads and is left open;
+    without one, a client is made and closed for this download.
     """
     if kind not in ("image", "video"):
         raise ValueError(f"kind must be 'image' or 'video', not {kind!r}")

@@ -137,10 +137,13 @@ def transcode_video(
     max_fps: float = MAX_FPS,
     preset: str = PRESET,
     timeout_s: float = TIMEOUT_S,
+    threads: int | None = None,
 ) -> VideoResult:
     """Transcode `src` into an MP4 at `dst` that aims at `target_mb` MiB.
 
-    Raises `MediaRejectedError` when `src` is no readable video and
+    `threads` caps ffmpeg's threads (default: all cores), for callers that
+    run several transcodes at once. Raises `MediaRejectedError` when `src` is
+    no readable video and
     `MediaTranscodeError` when ffmpeg is missing, fails, times out or writes an
     invalid file (which is then removed).
     """
@@ -171,6 +174,8 @@ def transcode_video(
             max_fps,
             preset,
         )
+        if threads is not None:
+            command[-1:-1] = ["-threads", str(threads)]
         try:
             _run(command, timeout_s=timeout_s, check=True)
         except BaseException:
