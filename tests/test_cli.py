@@ -191,8 +191,8 @@ def history(conn, clean_ledger) -> dict[str, str]:
             job="migrate-cdn-to-r2",
             status="failed",
             started_ago=timedelta(days=1),
-            counts={"database.deleted": 5},
-            error="database connection failed: server closed the connection",
+            counts={"database": {"deleted": 5, "batches": 1}},
+            error="connection lost",
         ),
         "running": insert_run(
             conn, status="running", started_ago=timedelta(seconds=30)
@@ -216,7 +216,10 @@ def test_runs_prints_a_table_newest_first(env, history, capsys):
     assert lines[1].split()[1:4] == ["cleanup-logs", "manual", "running"]
     assert "12.5s" in lines[3]
     assert "rows_deleted=66608 files_deleted=54" in lines[3]
-    assert "error: database connection failed" in lines[2]
+    # The error first, then the numbers of a failed run's nested counts.
+    assert lines[2].endswith(
+        "error: connection lost  database.batches=1 database.deleted=5"
+    )
 
 
 def test_runs_filters_by_job_and_limits(env, history, capsys):

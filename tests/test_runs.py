@@ -560,7 +560,7 @@ def test_dependency_failure_is_recorded_failed_with_its_error_and_counts(
     [run] = ledger(conn)
     assert run["run_id"] == body["run_id"]
     assert run["status"] == "failed"
-    assert run["counts"] == {"database.deleted": 5, "retention": 30}
+    assert run["counts"] == {"database": {"deleted": 5}, "retention": 30}
     assert run["error"] == "database connection failed: server closed the connection"
 
 

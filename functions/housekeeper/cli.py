@@ -68,12 +68,22 @@ def _duration(run: dict[str, Any]) -> str:
     return f"{(finished - started).total_seconds():.1f}s"
 
 
+def _flat(counts: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def format_runs(runs: Sequence[dict[str, Any]]) -> str:
     """A readable table of ledger entries, newest first (times in UTC)."""
     header = ("run_id", "job", "trigger", "status", "started (UTC)", "took", "counts")
     rows = [header]
     for run in runs:
-        counts = run.get("counts") or {}
+        counts = _flat(run.get("counts") or {})
         summary = " ".join(f"{k}={v}" for k, v in counts.items() if v is not None)
         if run.get("error"):
             # First, so that the width limit cuts counts rather than the reason.

@@ -280,19 +280,22 @@ def _skipped(
     return Answer(status, body)
 
 
-def numeric_leaves(results: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """The numbers inside a job's (partial) results, nested keys joined by dots.
+def numeric_leaves(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers inside a job's (partial) results, in the same nesting.
 
     A failed run has no summary counts of its own, only the results it
-    reached; the ledger keeps their numbers, which is what a reader compares.
+    reached; the ledger keeps their numbers. Text (a table name, an error
+    message that may quote a server) stays out: the error has its own column,
+    redacted.
     """
     found: dict[str, Any] = {}
     for key, value in results.items():
-        name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            found.update(numeric_leaves(value, f"{name}."))
+            inner = numeric_leaves(value)
+            if inner:
+                found[key] = inner
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            found[name] = value
+            found[key] = value
     return found
 
 
