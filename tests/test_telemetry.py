@@ -305,3 +305,12 @@ def test_concurrent_configuration_installs_one_handler(set_env):
 
     handlers = logging.getLogger("housekeeper").handlers
     assert len([h for h in handlers if getattr(h, "_housekeeper", False)]) == 1
+
+
+def test_a_malformed_log_call_is_logged_redacted_instead_of_raising(env, log_records):
+    configure(get_settings())
+
+    logging.getLogger("housekeeper.test").warning("%s and %s", TEST_SECRET)
+
+    [record] = log_records
+    assert record.getMessage() == f"%s and %s ('{REDACTED}',)"

@@ -119,7 +119,13 @@ class ContextFilter(logging.Filter):
             # A structured payload stays a mapping, so that it stays JSON.
             record.msg = redact_value(record.msg)
         else:
-            record.msg = redact(record.getMessage())
+            try:
+                message = record.getMessage()
+            except (TypeError, ValueError):
+                # Filters run outside logging's error handling: a call with
+                # the wrong arguments must not break the code that logs.
+                message = f"{record.msg} {record.args!r}"
+            record.msg = redact(message)
             record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
