@@ -99,7 +99,8 @@ SETTINGS: tuple[SettingDoc, ...] = (
     SettingDoc(
         "OVERDUE_AFTER_H",
         "26",
-        "Hours without a success after which `health?deep=1` calls a job overdue.",
+        "Hours without a success after which `health?deep=1` calls a job overdue: "
+        "one number, or per job as `cleanup-logs=26,migrate-cdn-to-r2=8`.",
     ),
     SettingDoc(
         "R2_ACCOUNT_ID", "none", "Cloudflare account id; gives the R2 endpoint."
@@ -194,6 +195,7 @@ class Settings:
     log_format: str = "auto"
     log_level: str = "INFO"
     overdue_after_h: float = 26.0
+    overdue_after_h_by_job: tuple[tuple[str, float], ...] = ()
     r2_account_id: str | None = None
     r2_endpoint_url: str | None = None
     r2_access_key_id: str | None = None
@@ -218,6 +220,10 @@ class Settings:
         if self.supabase_url and self.supabase_service_role_key:
             return "supabase"
         return None
+
+    def overdue_after_h_for(self, job: str) -> float:
+        """The freshness threshold of one job, for `health?deep=1`."""
+        return dict(self.overdue_after_h_by_job).get(job, self.overdue_after_h)
 
     @property
     def r2_endpoint(self) -> str | None:
@@ -318,6 +324,26 @@ def _list(
     return items
 
 
+def _overdue(env: Mapping[str, str]) -> tuple[float, tuple[tuple[str, float], ...]]:
+    raw = _text(env, "OVERDUE_AFTER_H")
+    if raw is None or "=" not in raw:
+        return _number(env, "OVERDUE_AFTER_H", 26.0, low=1, high=24 * 90), ()
+    by_job: list[tuple[str, float]] = []
+    for item in raw.split(","):
+        job, _, hours = item.partition("=")
+        try:
+            value = float(hours)
+        except ValueError:
+            value = -1.0
+        if not job.strip() or not 1 <= value <= 24 * 90:
+            raise ConfigurationError(
+                "OVERDUE_AFTER_H must be hours (1..2160), or job=hours pairs "
+                f"separated by commas; got {item.strip()!r}"
+            )
+        by_job.append((job.strip(), value))
+    return 26.0, tuple(by_job)
+
+
 def validate_identifier(value: str, what: str) -> str:
     """Accept `name` or `schema.name` made of plain SQL identifier characters."""
     parts = value.split(".")
@@ -387,6 +413,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     log_level = (_text(env, "LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigurationError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+    overdue_default, overdue_by_job = _overdue(env)
     hosts = tuple(
         h.lower().lstrip(".")
         for h in _list(env, "MEDIA_CDN_HOSTS", ("cdninstagram.com", "fbcdn.net"))
@@ -442,7 +469,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         log_format=log_format,
         log_level=log_level,
-        overdue_after_h=_number(env, "OVERDUE_AFTER_H", 26.0, low=1, high=24 * 90),
+        overdue_after_h=overdue_default,
+        overdue_after_h_by_job=overdue_by_job,
         r2_account_id=_text(env, "R2_ACCOUNT_ID"),
         r2_endpoint_url=_text(env, "R2_ENDPOINT_URL"),
         r2_access_key_id=_text(env, "R2_ACCESS_KEY_ID"),
