@@ -19,7 +19,9 @@ from housekeeper.runs import RunContext, iso
 
 logger = logging.getLogger(__name__)
 
-FIRST_LIMIT = 2000
+# The first batch is sized for a slow table (about 10 rows per millisecond of
+# the target) and doubles while batches come back fast.
+FIRST_ROWS_PER_MS = 10
 MAX_LIMIT = 50_000
 MIN_LIMIT = 50
 # A statement-timeout budget is shared with the round trip and the commit.
@@ -74,7 +76,8 @@ def purge_table(
             )
             logger.warning("%s", report["warning"])
         target_ms = _target_ms(target, ctx.settings.purge_batch_target_ms)
-        limit, floor, timeouts = FIRST_LIMIT, MIN_LIMIT, 0
+        floor, timeouts = MIN_LIMIT, 0
+        limit = max(floor, int(target_ms * FIRST_ROWS_PER_MS))
         after: datetime | None = None
 
         while True:
