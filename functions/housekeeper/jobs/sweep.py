@@ -63,30 +63,68 @@ class _Sweep:
 
     def walk(self, dir_fd: int, prefix: str, depth: int) -> None:
         try:
-            entries = list(os.scandir(dir_fd))
+            with os.scandir(dir_fd) as listing:
+                entries = list(listing)
         except OSError as exc:
             self.error(prefix or ".", exc)
             return
-        for entry in entries:
-            self.seen += 1
-            if self.seen % 512 == 0 and self.out_of_time():
-                self.stopped = True
-            if self.stopped:
-                return
-            path = f"{prefix}{entry.name}"
-            try:
-                if entry.is_symlink():
-                    self.skipped += 1
-                elif entry.is_dir(follow_symlinks=False):
-                    self.descend(dir_fd, entry.name, path, depth)
-                elif not entry.is_file(follow_symlinks=False):
-                    self.skipped += 1
-                elif not self.pattern.match(entry.name):
-                    self.ignored_files += 1
-                else:
-                    self.consider(dir_fd, entry, path)
-            except OSError as exc:
-                self.error(path, exc)
+        # This loop runs once per file, so it is kept lean: the checks a
+        # regular file needs come first, answered from the listing's d_type
+        # without a system call; counters are local until the folder is
+        # done; a path string is made only for an error or a subfolder.
+        match = self.pattern.match
+        cutoff_ns, dry_run = self.cutoff_ns, self.dry_run
+        deleted = deleted_bytes = kept = ignored = skipped = 0
+        try:
+            for entry in entries:
+                self.seen += 1
+                if self.seen % 512 == 0 and self.out_of_time():
+                    self.stopped = True
+                if self.stopped:
+                    return
+                name = entry.name
+                try:
+                    # Never true for a symlink: follow_symlinks=False.
+                    if entry.is_file(follow_symlinks=False):
+                        if not match(name):
+                            ignored += 1
+                            continue
+                        try:
+                            info = entry.stat(follow_symlinks=False)
+                        except FileNotFoundError:
+                            self.error(
+                                prefix + name, "vanished before it could be checked"
+                            )
+                            continue
+                        if not stat.S_ISREG(info.st_mode):
+                            skipped += 1
+                        elif info.st_mtime_ns >= cutoff_ns:
+                            kept += 1
+                        else:
+                            if not dry_run:
+                                try:
+                                    os.unlink(name, dir_fd=dir_fd)
+                                except FileNotFoundError:
+                                    self.error(
+                                        prefix + name,
+                                        "vanished before it could be deleted",
+                                    )
+                                    continue
+                            deleted += 1
+                            deleted_bytes += info.st_size
+                    elif entry.is_dir(follow_symlinks=False):
+                        self.descend(dir_fd, name, prefix + name, depth)
+                    else:
+                        # Symlinks, FIFOs, sockets, devices.
+                        skipped += 1
+                except OSError as exc:
+                    self.error(prefix + name, exc)
+        finally:
+            self.deleted_files += deleted
+            self.deleted_bytes += deleted_bytes
+            self.kept_files += kept
+            self.ignored_files += ignored
+            self.skipped += skipped
 
     def descend(self, dir_fd: int, name: str, path: str, depth: int) -> None:
         if depth >= MAX_DEPTH:
@@ -105,27 +143,6 @@ class _Sweep:
             self.walk(child, path + "/", depth + 1)
         finally:
             os.close(child)
-
-    def consider(self, dir_fd: int, entry: os.DirEntry[str], path: str) -> None:
-        try:
-            info = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            self.error(path, "vanished before it could be checked")
-            return
-        if not stat.S_ISREG(info.st_mode):
-            self.skipped += 1
-            return
-        if info.st_mtime_ns >= self.cutoff_ns:
-            self.kept_files += 1
-            return
-        if not self.dry_run:
-            try:
-                os.unlink(entry.name, dir_fd=dir_fd)
-            except FileNotFoundError:
-                self.error(path, "vanished before it could be deleted")
-                return
-        self.deleted_files += 1
-        self.deleted_bytes += info.st_size
 
 
 def sweep_folder(
