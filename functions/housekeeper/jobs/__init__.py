@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from housekeeper.runs import Job
+if TYPE_CHECKING:
+    # Only a type: importing the run machinery (and the database layer behind
+    # it) here would put it on the health check's cold start.
+    from housekeeper.runs import Job
 
 JOB_MODULES: dict[str, str] = {
     "cleanup-logs": "housekeeper.jobs.log_cleanup",
