@@ -58,7 +58,13 @@ deploy: ## terraform init + apply in terraform/ (shows the plan, asks before app
 	$(TERRAFORM) -chdir=terraform init -input=false
 	$(TERRAFORM) -chdir=terraform apply
 
+bench: $(STAMP) ## Measure the jobs against their peers and limits, side by side (~15 min)
+	$(PY) -m bench
+
+bench-quick: $(STAMP) ## A small make bench (under a minute); the test suite runs it once
+	$(PY) -m bench --quick
+
 clean: ## Remove the local stack's data (.local/) and caches
 	rm -rf .local .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
 
-.PHONY: help venv tools run serve test deploy-check deploy lint fmt clean
+.PHONY: help venv tools run serve test deploy-check deploy lint fmt bench bench-quick clean
