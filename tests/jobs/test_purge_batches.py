@@ -34,7 +34,9 @@ def _drain(conn, limit, **kwargs):
 def _timestamps(conn, table="logs", column="timestamp"):
     return [
         row[0]
-        for row in conn.execute(f'select "{column}" from {table} order by 1 nulls first')
+        for row in conn.execute(
+            f'select "{column}" from {table} order by 1 nulls first'
+        )
     ]
 
 
@@ -46,12 +48,12 @@ def test_batches_delete_every_expired_row_and_no_other(conn):
         (CUTOFF,),
     )
     conn.execute(
-        'insert into logs ("timestamp", message) values (%s, \'at cutoff\'),'
+        "insert into logs (\"timestamp\", message) values (%s, 'at cutoff'),"
         " (%s, 'just after'), (null, 'no time')",
         (CUTOFF, CUTOFF + timedelta(microseconds=1)),
     )
     conn.execute(
-        'insert into logs ("timestamp", message) values (%s, \'just before\')',
+        "insert into logs (\"timestamp\", message) values (%s, 'just before')",
         (CUTOFF - timedelta(microseconds=1),),
     )
 
@@ -67,7 +69,7 @@ def test_tie_group_larger_than_the_batch_goes_in_limited_batches(conn):
     create_log_table(conn)
     tied = CUTOFF - timedelta(days=3)
     conn.execute(
-        'insert into logs ("timestamp", message) select %s, \'tied\''
+        "insert into logs (\"timestamp\", message) select %s, 'tied'"
         " from generate_series(1, 450)",
         (tied,),
     )
@@ -88,7 +90,7 @@ def test_ties_across_batch_boundaries_are_all_deleted(conn):
     create_log_table(conn)
     # 1,000 rows on 37 distinct timestamps: every boundary falls inside a tie.
     conn.execute(
-        "insert into logs (\"timestamp\", message) select %s - (g %% 37) *"
+        'insert into logs ("timestamp", message) select %s - (g %% 37) *'
         " interval '1 hour', 'tied' from generate_series(1, 1000) g",
         (CUTOFF - timedelta(seconds=1),),
     )
@@ -134,7 +136,7 @@ def test_batch_commit_does_not_wait_for_the_wal_flush(pg):
 def test_cleanup_reports_the_purge_elapsed_time(call, conn):
     create_log_table(conn)
     conn.execute(
-        'insert into logs ("timestamp", message) select now() - interval \'40 days\','
+        "insert into logs (\"timestamp\", message) select now() - interval '40 days',"
         " 'old' from generate_series(1, 50)"
     )
 
