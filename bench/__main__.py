@@ -36,6 +36,7 @@ def _plan(quick: bool) -> dict[str, Any]:
         "sweep_sizes": [10_000, 100_000],
         "sweep_runs": 5,
         "coldstart_runs": 7,
+        "coldstart_warmup": True,
         "media": "full",
     }
 

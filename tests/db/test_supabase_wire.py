@@ -429,8 +429,16 @@ class FakeProject:
             count = min(body["p_limit"], self.remaining)
             if not body["p_dry_run"]:
                 self.remaining -= count
-            last = body["p_cutoff"] if count else None
-            return {"count": count, "last": last, "elapsed_ms": 5.0}
+            # As the SQL answers: the cutoff itself once nothing is left below
+            # it, else a time before it where the next batch starts.
+            cutoff = datetime.fromisoformat(body["p_cutoff"])
+            left = self.remaining if not body["p_dry_run"] else self.remaining - count
+            last = cutoff if left == 0 else cutoff - timedelta(seconds=left)
+            return {
+                "count": count,
+                "last": last.isoformat() if count else None,
+                "elapsed_ms": 5.0,
+            }
         if name == "housekeeper_purge_estimate":
             return {"estimate": self.remaining}
         raise AssertionError(f"unexpected RPC {name}")

@@ -146,3 +146,20 @@ def test_cleanup_reports_the_purge_elapsed_time(call, conn):
     database = reply.json["results"]["database"]
     assert database["deleted"] == 50
     assert 0 < database["elapsed_ms"] <= reply.json["duration_ms"]
+
+
+@pytest.mark.usefixtures("clean_ledger")
+def test_a_purge_that_fits_one_batch_makes_one_call(call, conn):
+    create_log_table(conn)
+    conn.execute(
+        "insert into logs (\"timestamp\", message) select now() - interval '40 days',"
+        " 'old' from generate_series(1, 10)"
+    )
+    conn.execute("insert into logs (\"timestamp\", message) values (now(), 'new')")
+
+    reply = call("cleanup_logs", json={"retention_days": 30})
+
+    assert reply.status == 200, reply.text
+    database = reply.json["results"]["database"]
+    assert (database["deleted"], database["batches"]) == (10, 1)
+    assert [row[0] for row in conn.execute("select message from logs")] == ["new"]
