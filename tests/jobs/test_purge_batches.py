@@ -163,3 +163,15 @@ def test_a_purge_that_fits_one_batch_makes_one_call(call, conn):
     database = reply.json["results"]["database"]
     assert (database["deleted"], database["batches"]) == (10, 1)
     assert [row[0] for row in conn.execute("select message from logs")] == ["new"]
+
+
+def test_next_batch_is_sized_by_the_slower_of_the_last_two():
+    from housekeeper.jobs.purge import _next_limit
+
+    # 50 ms at the slower 5 us a row, not 25,000 rows at the faster 2 us.
+    assert _next_limit(10_000, [0.002, 0.005], 50, 50) == 10_000
+    assert _next_limit(10_000, [0.005, 0.002], 50, 50) == 10_000
+    # At most twice as large, at least half as large, never under the floor.
+    assert _next_limit(1_000, [0.001, 0.001], 50, 50) == 2_000
+    assert _next_limit(10_000, [0.1, 0.1], 50, 50) == 5_000
+    assert _next_limit(60, [1.0], 50, 50) == 50

@@ -41,10 +41,15 @@ def _target_ms(target: PurgeTarget, configured_ms: int) -> float:
     return float(configured_ms)
 
 
-def _next_limit(limit: int, elapsed_ms: float, target_ms: float, floor: int) -> int:
-    # Grow or shrink by at most 2x a step, so one odd batch cannot swing it.
-    ratio = target_ms / max(elapsed_ms, 0.1)
-    return max(floor, min(MAX_LIMIT, int(limit * min(2.0, max(0.5, ratio)))))
+def _next_limit(
+    limit: int, ms_per_row: list[float], target_ms: float, floor: int
+) -> int:
+    # Sized by the slower of the last two batches: the cost of a row varies
+    # from batch to batch, and sizing by a lucky fast one alone made the next
+    # batch overshoot the target by half as often as not. Grow or shrink by at
+    # most 2x a step, so one odd batch cannot swing it.
+    wanted = target_ms / max(max(ms_per_row[-2:]), 1e-6)
+    return max(floor, min(MAX_LIMIT, int(min(2.0 * limit, max(0.5 * limit, wanted)))))
 
 
 def purge_table(
@@ -79,6 +84,7 @@ def purge_table(
         floor, timeouts = MIN_LIMIT, 0
         limit = max(floor, int(target_ms * FIRST_ROWS_PER_MS))
         after: datetime | None = None
+        ms_per_row: list[float] = []
 
         while True:
             if ctx.out_of_time():
@@ -117,7 +123,8 @@ def purge_table(
                 report["status"] = "dry_run" if dry_run else "success"
                 break
             after = batch.last
-            limit = _next_limit(limit, elapsed_ms, target_ms, floor)
+            ms_per_row = [*ms_per_row[-1:], elapsed_ms / max(batch.count, 1)]
+            limit = _next_limit(limit, ms_per_row, target_ms, floor)
     except DependencyError as exc:
         report["status"] = "failed"
         report["error"] = exc.message
