@@ -9,10 +9,11 @@ approach starts from byte-identical tables and the same checkpoint state.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,19 @@ SERVER_SETTINGS = {
     "autovacuum": "off",
     "max_wal_size": "'16GB'",
     "checkpoint_timeout": "'1h'",
+    # Every statement over 100 ms is logged with its client's name, so each
+    # approach's transactions over the target can be counted, not only the
+    # longest one.
+    "log_min_duration_statement": "100",
+    "log_line_prefix": "'%m [%p] app=%a '",
+}
+SLOW_MS = 100
+_SLOW_LINE = re.compile(r"app=(\S*) LOG:  duration: ([0-9.]+) ms  (.*)")
+# Which logged statements are an approach's transactions.
+_TRANSACTION_MARKS = {
+    "raw": ("bench-raw", "delete from"),
+    "peer": ("bench-peer", "delete from"),
+    "product": ("housekeeper", "housekeeper_purge_batch"),
 }
 
 # Rows span 300 days, oldest first, as an append-only log table is written.
@@ -113,6 +127,7 @@ class Outcome:
     batches: int
     max_rss_mb: float | None = None
     job_seconds: float | None = None
+    slow_ms: list[float] = field(default_factory=list)
     expected: int | None = None
     remaining_expired: int | None = None
 
@@ -122,7 +137,9 @@ class Outcome:
 
 
 def _raw(url: str, retention_days: int, _: Path) -> tuple[Outcome, datetime]:
-    with psycopg.connect(url, autocommit=True) as connection:
+    with psycopg.connect(
+        url, autocommit=True, application_name="bench-raw"
+    ) as connection:
         cutoff = connection.execute(
             "select now() - make_interval(days => %s)", (retention_days,)
         ).fetchone()[0]
@@ -140,7 +157,9 @@ def _peer(url: str, retention_days: int, _: Path) -> tuple[Outcome, datetime]:
     # its own transaction, as each was its own REST call.
     deleted = batches = 0
     longest_s = 0.0
-    with psycopg.connect(url, autocommit=True) as connection:
+    with psycopg.connect(
+        url, autocommit=True, application_name="bench-peer"
+    ) as connection:
         cutoff = connection.execute(
             "select now() - make_interval(days => %s)", (retention_days,)
         ).fetchone()[0]
@@ -289,10 +308,28 @@ class PurgeBench:
         os.sync()
         return self.url(RUN_DB)
 
+    def server_log(self) -> Path:
+        return self.pg.data_dir / "pgdata" / "server.log"
+
+    def slow_statements(self, approach: str, offset: int) -> list[float]:
+        """Durations (ms) of this approach's logged transactions past `offset`."""
+        app, mark = _TRANSACTION_MARKS[approach]
+        with open(self.server_log(), "rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+        found = []
+        for match in _SLOW_LINE.finditer(text):
+            name, duration, statement = match.groups()
+            if name == app and mark in statement.lower():
+                found.append(float(duration))
+        return found
+
     def run_once(self, approach: str, rows: int, retention_days: int) -> Outcome:
         url = self.fresh_copy(rows)
         log = self.work_dir / f"{approach}.log"
+        offset = self.server_log().stat().st_size
         outcome, cutoff = RUNNERS[approach](url, retention_days, log)
+        outcome.slow_ms = self.slow_statements(approach, offset)
         with psycopg.connect(url, autocommit=True) as connection:
             outcome.remaining_expired = int(
                 connection.execute(
@@ -375,6 +412,9 @@ def _summarise(
             "rows_per_s": spread([o.deleted / o.seconds for o in runs]),
             "longest_transaction_ms": spread([o.longest_ms for o in runs]),
             "longest_transaction_ms_max": max(o.longest_ms for o in runs),
+            "transactions_total": sum(o.batches for o in runs),
+            "transactions_over_100ms": sum(len(o.slow_ms) for o in runs),
+            "slow_statements_ms": sorted(ms for o in runs for ms in o.slow_ms),
             "batches": median([o.batches for o in runs]),
             "job_seconds": (
                 spread([o.job_seconds for o in runs if o.job_seconds is not None])
@@ -426,6 +466,8 @@ def tables(results: dict[str, Any]) -> list[tuple[str, str]]:
                         else f"{job['median']:.3f} "
                         f"({fmt_ratio(entry['job_time_ratio_to_raw'])})",
                         fmt_ms(entry["longest_transaction_ms_max"]),
+                        f"{entry['transactions_over_100ms']} of "
+                        f"{entry['transactions_total']:,}",
                         fmt_int(entry["batches"]),
                         "-" if rss is None else f"{rss['max']:.0f}",
                         "yes" if entry["correct"] else "NO",
@@ -449,6 +491,7 @@ def tables(results: dict[str, Any]) -> list[tuple[str, str]]:
                         "time vs raw",
                         "whole job s (vs raw)",
                         "longest txn ms",
+                        f"txns > {SLOW_MS} ms (all runs)",
                         "txns",
                         "peak RSS MB",
                         "exact",

@@ -90,6 +90,37 @@ def count_files(root: Path) -> int:
     return sum(len(names) for _, _, names in os.walk(root))
 
 
+def _bare_walk(dir_fd: int, cutoff_ns: int) -> None:
+    with os.scandir(dir_fd) as listing:
+        entries = list(listing)
+    for entry in entries:
+        if entry.is_file(follow_symlinks=False):
+            if entry.stat(follow_symlinks=False).st_mtime_ns < cutoff_ns:
+                os.unlink(entry.name, dir_fd=dir_fd)
+        elif entry.is_dir(follow_symlinks=False):
+            child = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=dir_fd)
+            try:
+                _bare_walk(child, cutoff_ns)
+            finally:
+                os.close(child)
+
+
+def _bare_python(root: Path) -> float:
+    """The fewest Python lines that do what find does: the interpreter's floor.
+
+    No patterns, no counters, no error handling; the same system calls as
+    find (getdents, fstatat, unlinkat) and as the job.
+    """
+    cutoff_ns = time.time_ns() - (RETENTION_DAYS + 1) * DAY_S * 1_000_000_000
+    started = time.perf_counter()
+    descriptor = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _bare_walk(descriptor, cutoff_ns)
+    finally:
+        os.close(descriptor)
+    return time.perf_counter() - started
+
+
 def _find(root: Path) -> float:
     started = time.perf_counter()
     subprocess.run(
@@ -126,6 +157,7 @@ def run(
         job(empty)
         for files in sizes:
             find_s: list[float] = []
+            bare_s: list[float] = []
             job_ms: list[float] = []
             baseline_ms: list[float] = []
             correct = True
@@ -135,6 +167,11 @@ def run(
                 expired = write_tree(tree, files, time.time())
                 os.sync()
                 find_s.append(_find(tree))
+                correct &= count_files(tree) == files - expired
+
+                expired = write_tree(tree, files, time.time())
+                os.sync()
+                bare_s.append(_bare_python(tree))
                 correct &= count_files(tree) == files - expired
 
                 expired = write_tree(tree, files, time.time())
@@ -152,6 +189,7 @@ def run(
                 "files": files,
                 "expired": expired,
                 "find_s": spread(find_s),
+                "bare_python_s": spread(bare_s),
                 "job_total_s": spread([ms / 1000 for ms in job_ms]),
                 "job_database_part_s": spread([ms / 1000 for ms in baseline_ms]),
                 "job_sweep_s": spread(sweep_s),
@@ -162,6 +200,9 @@ def run(
             )
             case["total_ratio_to_find"] = (
                 case["job_total_s"]["median"] / case["find_s"]["median"]
+            )
+            case["bare_ratio_to_find"] = (
+                case["bare_python_s"]["median"] / case["find_s"]["median"]
             )
             results["cases"].append(case)
             log(
@@ -187,6 +228,8 @@ def tables(results: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{case['find_s']['median']:.3f}",
                 f"{case['job_sweep_s']['median']:.3f}",
                 fmt_ratio(case["ratio_to_find"]),
+                f"{case['bare_python_s']['median']:.3f} "
+                f"({fmt_ratio(case['bare_ratio_to_find'])})",
                 f"{case['job_total_s']['median']:.3f}",
                 f"{case['job_database_part_s']['median']:.3f}",
                 fmt_ratio(case["total_ratio_to_find"]),
@@ -208,6 +251,7 @@ def tables(results: dict[str, Any]) -> list[tuple[str, str]]:
                     "find s",
                     "job sweep s",
                     "sweep vs find",
+                    "bare Python loop s (vs find)",
                     "whole job s",
                     "job DB part s",
                     "whole job vs find",
