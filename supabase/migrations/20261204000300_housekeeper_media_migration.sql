@@ -143,13 +143,13 @@ begin
   if p_kind = 'image_array' and v_url_type not in ('text[]', 'character varying[]') then
     raise exception using
       errcode = '42804',
-      message = format('column %I of %s is %s; an image_array source needs text[]',
+      message = format('column %I of %s is %s; kind image_array needs text[]',
                        p_url_column, relation, v_url_type);
   end if;
   if p_kind <> 'image_array' and v_url_type not in ('text', 'character varying') then
     raise exception using
       errcode = '42804',
-      message = format('column %I of %s is %s; an %s source needs text',
+      message = format('column %I of %s is %s; kind %s needs text',
                        p_url_column, relation, v_url_type, p_kind);
   end if;
 end;
