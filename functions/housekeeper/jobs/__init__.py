@@ -8,6 +8,7 @@ from housekeeper.runs import Job
 
 JOB_MODULES: dict[str, str] = {
     "cleanup-logs": "housekeeper.jobs.log_cleanup",
+    "migrate-cdn-to-r2": "housekeeper.jobs.media_migration",
 }
 
 
