@@ -23,6 +23,9 @@ venv: $(STAMP) ## Create .venv and install every dependency
 run: $(STAMP) ## Start the local stack, run cleanup-logs end to end, print the response
 	$(PY) -m devstack run
 
+run-media: $(STAMP) ## Migrate a seeded mix of CDN images and videos into local S3 (R2 stand-in)
+	$(PY) -m devstack run-media
+
 serve: $(STAMP) ## Start the local stack and keep it running (Ctrl-C stops it)
 	$(PY) -m devstack serve
 
@@ -41,4 +44,4 @@ fmt: $(STAMP) ## Format and fix what ruff can
 clean: ## Remove the local stack's data (.local/) and caches
 	rm -rf .local .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
 
-.PHONY: help venv run serve test lint fmt clean
+.PHONY: help venv run run-media serve test lint fmt clean

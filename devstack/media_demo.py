@@ -289,3 +289,40 @@ def item_states(url: str) -> Iterable[tuple[str, str, int, str, str | None]]:
             "select source, row_id, position, status, last_error"
             " from housekeeper.media_items order by source, row_id::bigint, position"
         ).fetchall()
+
+
+DEMO_BUCKET = "housekeeper-demo"
+# Never fetched by the job (it HEADs objects through the S3 endpoint); only the
+# prefix that tells migrated URLs apart. `.test` is reserved and never resolves.
+DEMO_PUBLIC_URL = "https://media.example.test/housekeeper-demo"
+THROUGHPUT_KINDS = {"image": "images", "image_array": "images", "video": "videos"}
+
+
+def media_env(endpoint_url: str) -> dict[str, str]:
+    """The settings the demo's function runs with, on top of the stack's."""
+    from devstack.media_servers import MotoS3
+
+    return {
+        "R2_ENDPOINT_URL": endpoint_url,
+        "R2_ACCESS_KEY_ID": MotoS3.access_key_id,
+        "R2_SECRET_ACCESS_KEY": MotoS3.secret_access_key,
+        "R2_BUCKET": DEMO_BUCKET,
+        "R2_PUBLIC_URL": DEMO_PUBLIC_URL,
+        # The local CDN stand-in listens on loopback; nothing else is eligible.
+        "MEDIA_CDN_HOSTS": "127.0.0.1",
+    }
+
+
+def throughput(results: dict[str, Any]) -> dict[str, float]:
+    """Migrated images and videos per minute, from the per-source durations."""
+    done: dict[str, int] = {}
+    spent_ms: dict[str, int] = {}
+    for entry in (results.get("sources") or {}).values():
+        kind = THROUGHPUT_KINDS.get(entry.get("kind", ""), "other")
+        done[kind] = done.get(kind, 0) + int(entry.get("migrated", 0))
+        spent_ms[kind] = spent_ms.get(kind, 0) + int(entry.get("duration_ms", 0))
+    return {
+        kind: round(done[kind] / (spent_ms[kind] / 60000), 1)
+        for kind in done
+        if done[kind] and spent_ms[kind]
+    }

@@ -441,7 +441,9 @@ def test_a_second_run_finds_nothing_to_do(media, call):
     second = migrate(call)
 
     assert first["results"]["totals"]["migrated"] == 4
+    assert first["message"] == "migrated 4 of 4 items (0 failed, 0 expired, 0 skipped)"
     assert second["status"] == "success"
+    assert second["message"] == "nothing to migrate"
     assert second["results"]["totals"] == {
         "total": 0,
         "migrated": 0,

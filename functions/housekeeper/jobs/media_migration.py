@@ -133,11 +133,14 @@ def run(ctx: RunContext, params: MediaParams) -> JobOutcome:
     results = migrator.results(params)
     totals = results["totals"]
     partial = any(r["status"] == "partial" for r in results["sources"].values())
-    message = (
-        f"migrated {totals['migrated']} of {totals['total']} items "
-        f"({totals['failed']} failed, {totals['expired']} expired, "
-        f"{totals['skipped']} skipped)"
-    )
+    if totals["total"] == 0:
+        message = "nothing to migrate"
+    else:
+        message = (
+            f"migrated {totals['migrated']} of {totals['total']} items "
+            f"({totals['failed']} failed, {totals['expired']} expired, "
+            f"{totals['skipped']} skipped)"
+        )
     if partial:
         message += "; time budget reached, the next run continues"
     return JobOutcome("partial" if partial else "success", message, results, totals)
