@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# checkov pins versions that clash with the app's, so it gets a venv of its own.
+TOOLS_VENV := .local/tools-venv
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
+TERRAFORM ?= terraform
 export PYTHONPATH := functions:.
 
 .DEFAULT_GOAL := help
@@ -20,8 +24,17 @@ $(STAMP): requirements.txt requirements-dev.txt functions/requirements.txt
 
 venv: $(STAMP) ## Create .venv and install every dependency
 
-run: $(STAMP) ## Start the local stack, run cleanup-logs end to end, print the response
-	$(PY) -m devstack run
+$(TOOLS_STAMP): requirements-tools.txt
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet -r requirements-tools.txt
+	touch $(TOOLS_STAMP)
+
+tools: $(TOOLS_STAMP) ## Install checkov into its own venv (.local/tools-venv)
+
+TRANSPORT ?= postgres
+
+run: $(STAMP) ## Start the local stack, run cleanup-logs end to end (TRANSPORT=supabase: via the PostgREST stand-in)
+	$(PY) -m devstack run --transport $(TRANSPORT)
 
 run-media: $(STAMP) ## Migrate a seeded mix of CDN images and videos into local S3 (R2 stand-in)
 	$(PY) -m devstack run-media
@@ -29,7 +42,7 @@ run-media: $(STAMP) ## Migrate a seeded mix of CDN images and videos into local 
 serve: $(STAMP) ## Start the local stack and keep it running (Ctrl-C stops it)
 	$(PY) -m devstack serve
 
-test: $(STAMP) ## Run the whole test suite with branch coverage
+test: $(STAMP) $(TOOLS_STAMP) ## Run the whole test suite with branch coverage
 	$(PY) -m pytest --cov --cov-report=term
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
@@ -41,7 +54,14 @@ fmt: $(STAMP) ## Format and fix what ruff can
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+deploy-check: $(STAMP) $(TOOLS_STAMP) ## Only the offline deploy checks: Terraform, checkov, render.yaml, contracts
+	$(PY) -m pytest tests/deploy
+
+deploy: ## terraform init + apply in terraform/ (shows the plan, asks before applying)
+	$(TERRAFORM) -chdir=terraform init -input=false
+	$(TERRAFORM) -chdir=terraform apply
+
 clean: ## Remove the local stack's data (.local/) and caches
 	rm -rf .local .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
 
-.PHONY: help venv run run-media serve test lint fmt clean
+.PHONY: help venv tools run run-media serve test deploy-check deploy lint fmt clean

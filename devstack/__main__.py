@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import secrets
 import signal
 import sys
 import time
@@ -46,17 +47,40 @@ def _print_runs(stack: LocalStack, limit: int = 5) -> None:
         print(format_runs(db.list_runs(None, limit)))
 
 
-def run(_: argparse.Namespace) -> int:
+def _supabase_standin(stack: LocalStack) -> tuple[Any, dict[str, str]]:
+    # PostgREST cannot run here: the test suite's stand-in plays its RPC
+    # endpoint over the embedded Postgres, so the function really goes through
+    # supabase-py, HTTP and the service_role grants, but not through PostgREST.
+    from tests.postgrest_standin import PostgrestStandIn
+
+    standin = PostgrestStandIn(stack.postgres.url, secrets.token_urlsafe(32)).start()
+    env = {key: value for key, value in stack.env().items() if key != "DATABASE_URL"}
+    env["SUPABASE_URL"] = standin.url
+    env["SUPABASE_SERVICE_ROLE_KEY"] = standin.key("service_role")
+    print(
+        f"Supabase transport: SUPABASE_URL={standin.url} is a local PostgREST "
+        "STAND-IN (a test fixture, not PostgREST; see README, 'Supabase transport "
+        "and migrations')",
+        flush=True,
+    )
+    return standin, env
+
+
+def run(args: argparse.Namespace) -> int:
     """Seed the demo, trigger cleanup-logs like Cloud Scheduler, print the answer."""
     stack = LocalStack()
     print("starting the embedded Postgres and applying the migrations ...", flush=True)
     stack.start()
+    standin = None
     try:
         print("seeding the demo: 100,000 log rows over 90 days and a log folder ...")
         seed_log_table(stack.postgres.url)
         seed_log_folder(stack.log_dir, stack.outside_dir)
+        env = stack.env()
+        if args.transport == "supabase":
+            standin, env = _supabase_standin(stack)
         log_path = stack.root / "emulator.log"
-        with Emulator("cleanup_logs", stack.env(), log_path=log_path) as emulator:
+        with Emulator("cleanup_logs", env, log_path=log_path) as emulator:
             print(f"POST {emulator.url} as Cloud Scheduler would ...\n", flush=True)
             response = requests.post(
                 emulator.url,
@@ -76,6 +100,8 @@ def run(_: argparse.Namespace) -> int:
         _print_runs(stack)
         return 0 if response.status_code == 200 else 1
     finally:
+        if standin is not None:
+            standin.stop()
         stack.stop()
 
 
@@ -205,7 +231,14 @@ def serve(_: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help=run.__doc__).set_defaults(func=run)
+    run_parser = commands.add_parser("run", help=run.__doc__)
+    run_parser.add_argument(
+        "--transport",
+        choices=("postgres", "supabase"),
+        default="postgres",
+        help="supabase: reach the database through the local PostgREST stand-in",
+    )
+    run_parser.set_defaults(func=run)
     commands.add_parser("serve", help=serve.__doc__).set_defaults(func=serve)
     media = commands.add_parser("run-media", help=run_media.__doc__)
     media.add_argument(

@@ -43,7 +43,7 @@ def missing_function_error(function: str) -> MigrationMissingError:
     migration = FUNCTION_MIGRATIONS.get(function, "the latest migrations")
     return MigrationMissingError(
         f"database function {function} is missing: apply supabase/migrations/"
-        f"{migration} (see README, 'Database migrations')",
+        f"{migration} (see README, 'Supabase transport and migrations')",
         details={"function": function, "migration": migration},
     )
 

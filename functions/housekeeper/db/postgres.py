@@ -101,7 +101,7 @@ def _translate(exc: psycopg.Error, function: str) -> HousekeeperError:
     if isinstance(exc, pg_errors.InsufficientPrivilege):
         return DatabaseError(
             f"{function}: {message}; the database role needs EXECUTE on the "
-            "housekeeper functions (see README, 'Database migrations')"
+            "housekeeper functions (see README, 'Supabase transport and migrations')"
         )
     if isinstance(exc, psycopg.OperationalError):
         return DatabaseUnavailableError(f"database connection failed: {message}")

@@ -81,6 +81,11 @@ def run(ctx: RunContext, params: CleanupParams) -> JobOutcome:
         "files_deleted": files.get("deleted_files", 0),
         "bytes_deleted": files.get("deleted_bytes", 0),
     }
+    if params.dry_run:
+        counts = {
+            "rows_would_delete": database.get("would_delete", 0),
+            "files_would_delete": files.get("would_delete_files", 0),
+        }
     if failure is not None:
         failure.partial = results
         raise failure
