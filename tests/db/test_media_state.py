@@ -38,10 +38,9 @@ def tables(conn: psycopg.Connection) -> psycopg.Connection:
 
 
 @pytest.fixture
-def db(pg):
-    database = PostgresDatabase(pg.url)
-    yield database
-    database.close()
+def db(database):
+    """Each test runs over both transports: the same SQL, the same answers."""
+    return database
 
 
 def claim(db, source=CREATORS, run_id=None, limit=100, lease_s=600):
@@ -406,27 +405,3 @@ def test_record_refuses_an_unknown_status(tables, db):
     (item,) = claim(db, run_id=run_id)
     with pytest.raises(DatabaseError, match="invalid media item status 'done'"):
         record(db, item, run_id, "done")
-
-
-def test_media_functions_are_executable_by_service_role_only(conn):
-    names = [
-        "housekeeper_media_claim",
-        "housekeeper_media_count",
-        "housekeeper_media_record",
-        "housekeeper_media_swap",
-        "housekeeper_media_release",
-    ]
-    rows = conn.execute(
-        "select p.proname, p.prosecdef, p.proconfig,"
-        " has_function_privilege('anon', p.oid, 'execute'),"
-        " has_function_privilege('authenticated', p.oid, 'execute'),"
-        " has_function_privilege('service_role', p.oid, 'execute')"
-        " from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
-        " where n.nspname = 'public' and p.proname = any(%s) order by 1",
-        (names,),
-    ).fetchall()
-    assert [row[0] for row in rows] == sorted(names)
-    for name, definer, config, anon, authenticated, service in rows:
-        assert definer, name
-        assert config == ["search_path=pg_catalog, pg_temp"], name
-        assert (anon, authenticated, service) == (False, False, True), name

@@ -6,6 +6,8 @@ import io
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,10 +29,15 @@ from devstack.media_demo import (
 )
 from devstack.media_servers import CdnServer, MotoS3, Route
 from devstack.postgres import free_port
+from housekeeper.config import load_settings
 from housekeeper.db.postgres import PostgresDatabase
 from housekeeper.errors import DatabaseUnavailableError
+from housekeeper.http import Params
+from housekeeper.jobs import media_migration
 from housekeeper.media.storage import ObjectInfo, R2Storage
 from housekeeper.media.videos import mp4_top_level_boxes, probe_video
+from housekeeper.runs import RunContext
+from tests.postgrest_standin import PostgrestStandIn
 
 PUBLIC_URL = "https://media.example.test"
 SIGNATURE_MARK = "oh=00_"
@@ -685,3 +692,79 @@ def test_loading_the_job_imports_neither_pillow_nor_boto3_nor_httpx():
         env={**os.environ, "PYTHONPATH": str(FUNCTIONS_DIR)},
     )
     assert result.stdout.strip() == ""
+
+
+def test_the_job_gives_the_same_answers_over_the_supabase_transport(
+    media, call, set_env, pg, leak_guard
+):
+    standin = PostgrestStandIn(
+        pg.url, "media-standin-jwt-secret-for-tests-0a9c1e"
+    ).start()
+    service_key = standin.key("service_role")
+    try:
+        set_env(
+            DATABASE_URL=None,
+            SUPABASE_URL=standin.url,
+            SUPABASE_SERVICE_ROLE_KEY=service_key,
+        )
+        bomb = media.serve("bomb", mf.png_claiming(20000, 20000), "image/png")
+        media.creators(
+            [(1, media.serve("a", jpeg())), (2, media.serve("b", jpeg(seed=1)))]
+        )
+        media.posts([(5, [media.serve("c", jpeg(seed=2)), bomb])])
+
+        dry = migrate(call, dry_run=True)
+        first = migrate(call)
+        second = migrate(call)
+    finally:
+        standin.stop()
+
+    assert dry["results"]["totals"] == {"eligible": 4}
+    totals = first["results"]["totals"]
+    assert (totals["migrated"], totals["failed"], totals["total"]) == (3, 1, 4)
+    assert second["message"] == "nothing to migrate"
+    assert media.pic(2).startswith(f"{PUBLIC_URL}/profiles/2/0-")
+    urls = media.conn.execute("select image_urls from instagram_posts").fetchone()[0]
+    assert urls[0].startswith(f"{PUBLIC_URL}/posts/5/0-")
+    assert urls[1] == bomb
+    assert media.state("posts", 5, 1)["status"] == "failed"
+    leak_guard.check((service_key,))
+
+
+def test_two_overlapping_runs_never_process_the_same_item(media, env, pg):
+    # The run lock keeps a second run out; this drives two runs past it, as
+    # a run that outlived its lease would, to show the item claims hold alone.
+    urls = [media.serve(f"p{i}", jpeg(seed=i)) for i in range(1, 31)]
+    media.creators(list(enumerate(urls, start=1)))
+    settings = load_settings(env)
+    params = media_migration.parse_params(Params({"batch_size": 3}), settings)
+    barrier = threading.Barrier(2)
+    outcomes: list[Any] = []
+
+    def one_run() -> None:
+        db = PostgresDatabase(pg.url)
+        ctx = RunContext(settings, db, str(uuid.uuid4()), time.monotonic() + 60)
+        try:
+            barrier.wait()
+            outcomes.append(media_migration.run(ctx, params))
+        except BaseException as exc:  # reported by the main thread
+            outcomes.append(exc)
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=one_run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    totals = [outcome.results["totals"] for outcome in outcomes]
+    assert sum(t["total"] for t in totals) == 30
+    assert sum(t["migrated"] for t in totals) == 30
+    assert all(t["total"] > 0 for t in totals)
+    assert all(len(media.cdn.requests_for(path_of(url))) == 1 for url in urls)
+    attempts = media.conn.execute(
+        "select attempts, count(*) from housekeeper.media_items group by 1"
+    ).fetchall()
+    assert attempts == [(1, 30)]
+    assert len(media.keys()) == 30
