@@ -24,10 +24,9 @@ from devstack.media_demo import (
     EXPIRED_OE,
     VALID_OE,
     cdn_path,
-    create_media_tables,
     signed_query,
 )
-from devstack.media_servers import CdnServer, MotoS3, Route
+from devstack.media_servers import CdnServer, Route
 from devstack.postgres import free_port
 from housekeeper.config import load_settings
 from housekeeper.db.postgres import PostgresDatabase
@@ -39,15 +38,9 @@ from housekeeper.media.videos import mp4_top_level_boxes, probe_video
 from housekeeper.runs import RunContext
 from tests.postgrest_standin import PostgrestStandIn
 
+# The bucket URL of the `r2_env` fixture.
 PUBLIC_URL = "https://media.example.test"
 SIGNATURE_MARK = "oh=00_"
-
-
-@pytest.fixture(scope="module")
-def moto_s3() -> Iterator[MotoS3]:
-    """moto's S3 server on 127.0.0.1, standing in for R2."""
-    with MotoS3() as server:
-        yield server
 
 
 @pytest.fixture
@@ -130,34 +123,12 @@ def path_of(url: str) -> str:
 
 
 @pytest.fixture
-def media(pg, conn, cdn, moto_s3, set_env, clean_ledger, leak_guard) -> Iterator[Media]:
-    """Fresh app tables and item state, a new bucket, and the settings for both."""
-    create_media_tables(pg.url, reset=True)
-    conn.execute("truncate housekeeper.media_items")
-    storage = R2Storage(
-        endpoint_url=moto_s3.endpoint_url,
-        access_key_id=moto_s3.access_key_id,
-        secret_access_key=moto_s3.secret_access_key,
-        bucket=f"media-{uuid.uuid4().hex[:12]}",
-        public_url=PUBLIC_URL,
-        max_attempts=1,
-    )
-    # R2's region is `auto`; moto wants it named as the bucket's location.
-    storage.client.create_bucket(
-        Bucket=storage.bucket, CreateBucketConfiguration={"LocationConstraint": "auto"}
-    )
-    set_env(
-        R2_ENDPOINT_URL=moto_s3.endpoint_url,
-        R2_ACCESS_KEY_ID=moto_s3.access_key_id,
-        R2_SECRET_ACCESS_KEY=moto_s3.secret_access_key,
-        R2_BUCKET=storage.bucket,
-        R2_PUBLIC_URL=PUBLIC_URL,
-        MEDIA_CDN_HOSTS="127.0.0.1",
-        MEDIA_CONCURRENCY="4",
-    )
-    yield Media(conn, cdn, storage)
+def media(conn, cdn, r2_env, r2_server, set_env, clean_ledger, leak_guard):
+    """The app tables, a new bucket, the CDN, and the settings for all three."""
+    set_env(MEDIA_CDN_HOSTS="127.0.0.1", MEDIA_CONCURRENCY="4")
+    yield Media(conn, cdn, r2_env)
     # Neither the R2 secret nor a URL signature may reach a log or a response.
-    leak_guard.check((moto_s3.secret_access_key, SIGNATURE_MARK))
+    leak_guard.check((r2_server.secret_access_key, SIGNATURE_MARK))
 
 
 def migrate(call, **params: Any) -> dict[str, Any]:
