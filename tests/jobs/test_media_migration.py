@@ -33,6 +33,7 @@ from housekeeper.db.postgres import PostgresDatabase
 from housekeeper.errors import DatabaseUnavailableError
 from housekeeper.http import Params
 from housekeeper.jobs import media_migration
+from housekeeper.media import download as download_module
 from housekeeper.media.storage import ObjectInfo, R2Storage
 from housekeeper.media.videos import mp4_top_level_boxes, probe_video
 from housekeeper.runs import RunContext
@@ -739,3 +740,29 @@ def test_two_overlapping_runs_never_process_the_same_item(media, env, pg):
     ).fetchall()
     assert attempts == [(1, 30)]
     assert len(media.keys()) == 30
+
+
+def test_an_unexpected_error_fails_only_its_item_and_never_quotes_the_signature(
+    media, call, monkeypatch
+):
+    odd = media.serve("odd", jpeg())
+    media.creators([(1, odd), (2, media.serve("fine", jpeg(seed=1)))])
+    real_download = download_module.download
+
+    def choking_download(url: str, **options: Any) -> Any:
+        if "/odd_" in url:
+            raise RuntimeError(f"parser choked on {url}")
+        return real_download(url, **options)
+
+    monkeypatch.setattr(download_module, "download", choking_download)
+    body = migrate(call)
+
+    totals = body["results"]["totals"]
+    assert (totals["migrated"], totals["failed"]) == (1, 1)
+    (sample,) = body["results"]["error_samples"]
+    assert sample["row_id"] == "1"
+    assert sample["reason"] == (
+        f"internal error: RuntimeError: parser choked on {odd.split('?')[0]}"
+    )
+    assert media.pic(1) == odd
+    assert media.state("creators", 1)["status"] == "failed"

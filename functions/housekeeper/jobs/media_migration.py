@@ -18,6 +18,7 @@ import logging
 import os
 import tempfile
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -397,18 +398,19 @@ class _Migrator:
             except DependencyError:
                 raise
             except Exception as exc:
-                # One odd file must not end the run: the item fails, the
-                # traceback is logged once, the batch goes on.
+                # One odd file must not end the run: the item fails and the
+                # batch goes on. The stack is logged once, frames only: the
+                # exception's own text may quote the signed URL.
+                detail = _scrub(str(exc), item.url)
+                reason = f"internal error: {type(exc).__name__}: {detail}"
                 logger.warning(
-                    "%s row %s[%d]: unexpected %s",
+                    "%s row %s[%d]: %s\n%s",
                     source.name,
                     item.row_id,
                     item.position,
-                    type(exc).__name__,
-                    exc_info=True,
+                    reason,
+                    "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
                 )
-                detail = _scrub(str(exc), item.url)
-                reason = f"internal error: {type(exc).__name__}: {detail}"
                 return _ItemResult(item, "failed", reason=reason)
 
         return run_item
