@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -52,6 +54,9 @@ class Emulator:
                 env=env,
                 stdout=output,
                 stderr=subprocess.STDOUT,
+                # Its own process group: gunicorn serves from a worker
+                # process, which must end with the server it belongs to.
+                start_new_session=True,
             )
         finally:
             if not isinstance(output, int):
@@ -72,16 +77,33 @@ class Emulator:
         self.stop()
         raise RuntimeError(f"emulator {self.target} did not start in {timeout_s}s")
 
+    def _signal(self, signum: int) -> None:
+        assert self.process is not None
+        # The group id is the server's pid; it names nothing else while a
+        # member lives, and an empty group is simply gone.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
+
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
-        if self.process is None or self.process.poll() is not None:
+        """Stop the server and its workers (SIGTERM, then SIGKILL after 10 s)."""
+        if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        if self.process.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self.process.wait(timeout=10)
+        # A worker that outlived its server (it was killed) goes too.
+        self._signal(signal.SIGKILL)
+
+    def kill(self) -> None:
+        """End the server and its workers at once (SIGKILL), as a crash would."""
+        if self.process is None:
+            return
+        self._signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
 
     def __enter__(self) -> Emulator:
         return self.start()

@@ -131,9 +131,8 @@ locals {
         ])
         environment = merge(
           local.base_environment,
-          # health?deep=1 applies one threshold to every job: the loosest
-          # one, so it never calls a job overdue before its own alert would.
-          { OVERDUE_AFTER_H = tostring(max([for job in values(var.jobs) : job.overdue_after_s]...) / 3600) },
+          # health?deep=1 judges each job against its own threshold.
+          { OVERDUE_AFTER_H = join(",", [for name, job in var.jobs : "${name}=${job.overdue_after_s / 3600}"]) },
           var.environment,
           { FUNCTION_TIMEOUT_S = "60" },
         )

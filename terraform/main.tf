@@ -136,7 +136,11 @@ resource "google_cloudfunctions2_function" "fn" {
     ingress_settings                 = var.ingress_settings
     all_traffic_on_latest_revision   = true
     service_account_email            = google_service_account.runtime[each.key].email
-    environment_variables            = each.value.environment
+    # GOOGLE_CLOUD_PROJECT is not a housekeeper setting: Cloud Functions does not
+    # set it, and the structured log handler needs it to link lines to traces.
+    environment_variables = merge(each.value.environment, {
+      GOOGLE_CLOUD_PROJECT = var.project_id
+    })
 
     dynamic "secret_environment_variables" {
       for_each = each.value.secrets

@@ -23,9 +23,12 @@ from tests.support import SECRETS, TEST_SECRET, Call, Capture, Leaks, Reply
 
 @pytest.fixture(autouse=True)
 def leak_guard(request: pytest.FixtureRequest) -> Iterator[Leaks]:
-    """Capture every housekeeper log line and response body; fail on a secret."""
+    """Capture every housekeeper log line and response body; fail on a secret.
+
+    A test adds its own secrets with `request.node.extra_secrets = (...)`,
+    read at teardown so that the test body may set it.
+    """
     leaks = Leaks([])
-    extra = getattr(request.node, "extra_secrets", ())
     handler = Capture(leaks)
     logger = logging.getLogger("housekeeper")
     logger.addHandler(handler)
@@ -33,7 +36,33 @@ def leak_guard(request: pytest.FixtureRequest) -> Iterator[Leaks]:
         yield leaks
     finally:
         logger.removeHandler(handler)
-    leaks.check(SECRETS + tuple(extra))
+    leaks.check(SECRETS + tuple(getattr(request.node, "extra_secrets", ())))
+
+
+class _Records(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def log_records() -> Iterator[list[logging.LogRecord]]:
+    """Every record of the housekeeper loggers during the test, as redacted.
+
+    The housekeeper handler is first in line once configured, so these
+    records are what its filter left.
+    """
+    records: list[logging.LogRecord] = []
+    handler = _Records(records)
+    logger = logging.getLogger("housekeeper")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
 
 
 @pytest.fixture(scope="session")

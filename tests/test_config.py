@@ -45,7 +45,7 @@ def test_database_url_wins_over_supabase():
         ("RETENTION_DAYS", "0"),
         ("RETENTION_DAYS", "thirty"),
         ("LOG_FORMAT", "xml"),
-        ("FUNCTION_TIMEOUT_S", "5"),
+        ("FUNCTION_TIMEOUT_S", "0"),
         ("MEDIA_SOURCES", "{}"),
         ("MEDIA_SOURCES", '[{"name": "x"}]'),
     ],
@@ -86,3 +86,16 @@ def test_media_sources_replace_the_defaults():
     assert source.table == "users"
     assert source.id_column == "id"
     assert source.key_prefix == "avatars"
+
+
+def test_overdue_threshold_can_be_set_per_job():
+    settings = load_settings({"OVERDUE_AFTER_H": "cleanup-logs=26,migrate-cdn-to-r2=8"})
+    assert settings.overdue_after_h_for("migrate-cdn-to-r2") == 8
+    assert settings.overdue_after_h_for("cleanup-logs") == 26
+    assert settings.overdue_after_h_for("other") == 26
+
+
+@pytest.mark.parametrize("value", ["cleanup-logs=0", "=5", "cleanup-logs=soon", "0"])
+def test_invalid_overdue_threshold_names_the_setting(value):
+    with pytest.raises(ConfigurationError, match="OVERDUE_AFTER_H"):
+        load_settings({"OVERDUE_AFTER_H": value})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -11,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 EXIT_OK_STATUSES = ("success", "partial", "skipped", "dry_run")
+SUMMARY_WIDTH = 100
 
 
 def _param(text: str) -> tuple[str, str]:
@@ -23,7 +25,10 @@ def _param(text: str) -> tuple[str, str]:
 def invoke(job: str, params: Sequence[tuple[str, str]]) -> tuple[int, dict[str, Any]]:
     """Run a job target in-process through the same request path as HTTP.
 
-    Auth included: the bearer secret is read from `CRON_SECRET`.
+    Auth included: the bearer secret is read from `CRON_SECRET`. The run is
+    recorded with trigger `local` unless a `trigger` parameter says otherwise.
+    Log lines go to stderr whatever `LOG_FORMAT` says, so that stdout carries
+    the JSON answer alone.
     """
     import flask
 
@@ -32,13 +37,16 @@ def invoke(job: str, params: Sequence[tuple[str, str]]) -> tuple[int, dict[str, 
 
     if job not in available_jobs():
         return 2, {"error": {"code": "unknown_job", "message": f"unknown job {job!r}"}}
-    body = dict(params)
+    body = {"trigger": "local", **dict(params)}
     headers = {"Content-Type": "application/json"}
     secret = os.environ.get("CRON_SECRET", "")
     if secret:
         headers["Authorization"] = f"Bearer {secret}"
     app = flask.Flask("housekeeper-cli")
-    with app.test_request_context("/", method="POST", headers=headers, json=body):
+    with (
+        app.test_request_context("/", method="POST", headers=headers, json=body),
+        contextlib.redirect_stdout(sys.stderr),
+    ):
         response = serve_job(flask.request, job)
     document: dict[str, Any] = json.loads(response.get_data(as_text=True))
     status = document.get("status")
@@ -60,15 +68,26 @@ def _duration(run: dict[str, Any]) -> str:
     return f"{(finished - started).total_seconds():.1f}s"
 
 
+def _flat(counts: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def format_runs(runs: Sequence[dict[str, Any]]) -> str:
     """A readable table of ledger entries, newest first (times in UTC)."""
     header = ("run_id", "job", "trigger", "status", "started (UTC)", "took", "counts")
     rows = [header]
     for run in runs:
-        counts = run.get("counts") or {}
+        counts = _flat(run.get("counts") or {})
         summary = " ".join(f"{k}={v}" for k, v in counts.items() if v is not None)
         if run.get("error"):
-            summary = (summary + " error: " + str(run["error"])).strip()
+            # First, so that the width limit cuts counts rather than the reason.
+            summary = f"error: {run['error']}  {summary}".strip()
         rows.append(
             (
                 str(run.get("run_id", ""))[:8],
@@ -77,7 +96,7 @@ def format_runs(runs: Sequence[dict[str, Any]]) -> str:
                 str(run.get("status", "")),
                 _short_time(run.get("started_at")),
                 _duration(run),
-                summary[:80],
+                summary[:SUMMARY_WIDTH],
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import parse_qsl, unquote
 
 from housekeeper.errors import ConfigurationError
 
@@ -98,7 +99,8 @@ SETTINGS: tuple[SettingDoc, ...] = (
     SettingDoc(
         "OVERDUE_AFTER_H",
         "26",
-        "Hours without a success after which `health?deep=1` calls a job overdue.",
+        "Hours without a success after which `health?deep=1` calls a job overdue: "
+        "one number, or per job as `cleanup-logs=26,migrate-cdn-to-r2=8`.",
     ),
     SettingDoc(
         "R2_ACCOUNT_ID", "none", "Cloudflare account id; gives the R2 endpoint."
@@ -134,6 +136,7 @@ SETTINGS: tuple[SettingDoc, ...] = (
 )
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_KEYWORD_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,7 @@ class Settings:
     log_format: str = "auto"
     log_level: str = "INFO"
     overdue_after_h: float = 26.0
+    overdue_after_h_by_job: tuple[tuple[str, float], ...] = ()
     r2_account_id: str | None = None
     r2_endpoint_url: str | None = None
     r2_access_key_id: str | None = None
@@ -217,6 +221,10 @@ class Settings:
             return "supabase"
         return None
 
+    def overdue_after_h_for(self, job: str) -> float:
+        """The freshness threshold of one job, for `health?deep=1`."""
+        return dict(self.overdue_after_h_by_job).get(job, self.overdue_after_h)
+
     @property
     def r2_endpoint(self) -> str | None:
         """The S3 endpoint of the account, or the explicit one."""
@@ -234,23 +242,45 @@ class Settings:
             self.supabase_service_role_key,
             self.r2_access_key_id,
             self.r2_secret_access_key,
-            _password_of(self.database_url),
+            *_passwords_of(self.database_url),
         ]
         return tuple(v for v in values if v and len(v) >= 4)
 
 
-def _password_of(url: str | None) -> str | None:
-    # urlsplit cannot be trusted here: a password containing '/' or '#'
-    # (common in generated ones) breaks its netloc parsing.
-    if not url or "://" not in url:
-        return None
-    rest = url.split("://", 1)[1]
-    if "@" not in rest:
-        return None
-    credentials = rest.rsplit("@", 1)[0]
-    if ":" not in credentials:
-        return None
-    return credentials.split(":", 1)[1] or None
+def _passwords_of(dsn: str | None) -> list[str]:
+    """The password of a connection string, as written and percent-decoded.
+
+    libpq takes a URI (`postgresql://user:password@host/db`, or a
+    `?password=` parameter) and the keyword form (`host=h password=p`).
+    urlsplit cannot be trusted with a URI: a password containing '/', '#' or
+    '@' (common in generated ones) breaks its netloc parsing, so both the
+    reading libpq makes (up to the first '@') and the one a person meant (up
+    to the last '@' before the host) are kept.
+    """
+    if not dsn:
+        return []
+    found: list[str] = []
+    if "://" in dsn:
+        rest = dsn.split("://", 1)[1]
+        before_query = rest.split("?", 1)[0]
+        libpq_reading = re.match(r"([^@/]*)@", rest)
+        for credentials in (
+            libpq_reading.group(1) if libpq_reading else "",
+            before_query.rsplit("@", 1)[0] if "@" in before_query else "",
+        ):
+            if ":" in credentials:
+                found.append(credentials.split(":", 1)[1])
+        query = rest.split("?", 1)[1] if "?" in rest else ""
+        found += [
+            v for k, v in parse_qsl(query, keep_blank_values=True) if k == "password"
+        ]
+    else:
+        for match in _KEYWORD_PASSWORD.finditer(dsn):
+            value = match.group(1)
+            if value.startswith("'") and value.endswith("'") and len(value) > 1:
+                value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            found.append(value)
+    return sorted({value for raw in found for value in (raw, unquote(raw)) if value})
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
@@ -292,6 +322,26 @@ def _list(
     if not items:
         raise ConfigurationError(f"{name} must name at least one entry")
     return items
+
+
+def _overdue(env: Mapping[str, str]) -> tuple[float, tuple[tuple[str, float], ...]]:
+    raw = _text(env, "OVERDUE_AFTER_H")
+    if raw is None or "=" not in raw:
+        return _number(env, "OVERDUE_AFTER_H", 26.0, low=1, high=24 * 90), ()
+    by_job: list[tuple[str, float]] = []
+    for item in raw.split(","):
+        job, _, hours = item.partition("=")
+        try:
+            value = float(hours)
+        except ValueError:
+            value = -1.0
+        if not job.strip() or not 1 <= value <= 24 * 90:
+            raise ConfigurationError(
+                "OVERDUE_AFTER_H must be hours (1..2160), or job=hours pairs "
+                f"separated by commas; got {item.strip()!r}"
+            )
+        by_job.append((job.strip(), value))
+    return 26.0, tuple(by_job)
 
 
 def validate_identifier(value: str, what: str) -> str:
@@ -355,7 +405,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
 
     function_timeout_s = int(
-        _number(env, "FUNCTION_TIMEOUT_S", 540, low=10, high=3600, integer=True)
+        _number(env, "FUNCTION_TIMEOUT_S", 540, low=1, high=3600, integer=True)
     )
     log_format = (_text(env, "LOG_FORMAT") or "auto").lower()
     if log_format not in ("auto", "json", "text"):
@@ -363,6 +413,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     log_level = (_text(env, "LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigurationError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+    overdue_default, overdue_by_job = _overdue(env)
     hosts = tuple(
         h.lower().lstrip(".")
         for h in _list(env, "MEDIA_CDN_HOSTS", ("cdninstagram.com", "fbcdn.net"))
@@ -418,7 +469,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         log_format=log_format,
         log_level=log_level,
-        overdue_after_h=_number(env, "OVERDUE_AFTER_H", 26.0, low=1, high=24 * 90),
+        overdue_after_h=overdue_default,
+        overdue_after_h_by_job=overdue_by_job,
         r2_account_id=_text(env, "R2_ACCOUNT_ID"),
         r2_endpoint_url=_text(env, "R2_ENDPOINT_URL"),
         r2_access_key_id=_text(env, "R2_ACCESS_KEY_ID"),

@@ -96,16 +96,29 @@ class Answer:
 
 
 def resolve_trigger(params: Params, headers: Mapping[str, str] | Any) -> Trigger:
-    """Trigger identity from Cloud Scheduler's headers or the `trigger` parameter."""
+    """Trigger identity from Cloud Scheduler's headers or the `trigger` parameter.
+
+    The schedule time is what makes a retry recognisable: Cloud Scheduler
+    sends the same `X-CloudScheduler-ScheduleTime` on every attempt of one
+    scheduled run.
+    """
     explicit = parse_choice(params, "trigger", "", TRIGGERS) or None
-    from_scheduler = headers.get("X-CloudScheduler", "").lower() == "true"
+    from_scheduler = headers.get("X-CloudScheduler", "").strip().lower() == "true"
     kind = explicit or ("scheduler" if from_scheduler else "manual")
     if not from_scheduler:
         return Trigger(kind)
+    raw_time = headers.get("X-CloudScheduler-ScheduleTime")
+    schedule_time = parse_timestamp(raw_time)
+    if raw_time and schedule_time is None:
+        logger.warning(
+            "X-CloudScheduler-ScheduleTime %r is not an RFC 3339 time; a retry of "
+            "this run will not be recognised",
+            raw_time[:64],
+        )
     return Trigger(
         kind,
         scheduler_job=headers.get("X-CloudScheduler-JobName") or None,
-        schedule_time=parse_timestamp(headers.get("X-CloudScheduler-ScheduleTime")),
+        schedule_time=schedule_time,
     )
 
 
@@ -118,7 +131,12 @@ def execute(
     *,
     database: Callable[[Settings], Database] = open_database,
 ) -> Answer:
-    """Validate, lock, run and record one job run; never raises."""
+    """Validate, lock, run and record one job run; never raises.
+
+    Every parameter is parsed before the database is opened, so a bad request
+    costs no connection. The lock is the ledger's `running` row: taken in the
+    database, it holds across processes, triggers and transports.
+    """
     started_at = utc_now()
     started = time.monotonic()
     run_id = str(uuid.uuid4())
@@ -148,6 +166,9 @@ def execute(
         except HousekeeperError as exc:
             logger.warning("%s refused: %s", job_name, exc.message)
             return Answer(exc.status, {}, exc)
+        except Exception as exc:
+            logger.exception("%s crashed while reading its parameters", job_name)
+            return Answer(500, {}, exc)
 
         db: Database | None = None
         try:
@@ -173,7 +194,7 @@ def execute(
             try:
                 outcome = job.run(ctx, job_params)
             except DependencyError as exc:
-                _record(db, run_id, "failed", exc.partial, redact(exc.message))
+                _record(db, run_id, "failed", numeric_leaves(exc.partial), exc.message)
                 raise
             except Exception as exc:
                 _record(
@@ -183,7 +204,15 @@ def execute(
             _record(db, run_id, outcome.status, outcome.counts, None)
         except HousekeeperError as exc:
             body = finished({"status": "failed", "trigger": trigger.kind})
-            _summary(logging.ERROR, job_name, "failed", body, exc.message)
+            partial = exc.partial if isinstance(exc, DependencyError) else {}
+            _summary(
+                logging.ERROR,
+                job_name,
+                "failed",
+                body,
+                exc.message,
+                numeric_leaves(partial),
+            )
             return Answer(exc.status, body, exc)
         except Exception as exc:
             body = finished({"status": "failed", "trigger": trigger.kind})
@@ -251,9 +280,31 @@ def _skipped(
     return Answer(status, body)
 
 
+def numeric_leaves(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers inside a job's (partial) results, in the same nesting.
+
+    A failed run has no summary counts of its own, only the results it
+    reached; the ledger keeps their numbers. Text (a table name, an error
+    message that may quote a server) stays out: the error has its own column,
+    redacted.
+    """
+    found: dict[str, Any] = {}
+    for key, value in results.items():
+        if isinstance(value, Mapping):
+            inner = numeric_leaves(value)
+            if inner:
+                found[key] = inner
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            found[key] = value
+    return found
+
+
 def _record(
     db: Database, run_id: str, status: str, counts: Mapping[str, Any], error: str | None
 ) -> None:
+    # The ledger is read by people with database access only, but a secret
+    # has no business there either.
+    error = redact(error) if error else error
     try:
         result = db.finish_run(run_id, status, counts, error)
     except HousekeeperError as exc:

@@ -108,14 +108,15 @@ def _deep_check(settings: Settings) -> dict[str, Any]:
         }
 
     now = utc_now()
-    overdue_after = timedelta(hours=settings.overdue_after_h)
     jobs: dict[str, Any] = {}
     for job in available_jobs():
+        hours = settings.overdue_after_h_for(job)
+        overdue_after = timedelta(hours=hours)
         entry = dict(summary.get(job) or {})
         last = entry.get("last_success_at")
         last_success = datetime.fromisoformat(last) if last else None
         entry["overdue"] = last_success is None or now - last_success > overdue_after
-        entry["overdue_after_h"] = settings.overdue_after_h
+        entry["overdue_after_h"] = hours
         jobs[job] = entry
 
     database: dict[str, Any] = {

@@ -32,11 +32,14 @@ create index if not exists runs_job_schedule_time_idx
 
 revoke all on table housekeeper.runs from public;
 
+-- Times leave the database in UTC whatever the session's TimeZone: a
+-- timestamptz becomes text with the session's offset otherwise.
 create or replace function housekeeper.run_json(r housekeeper.runs)
 returns jsonb
 language sql
-immutable
+stable
 set search_path = pg_catalog, pg_temp
+set timezone = 'UTC'
 as $$
   select jsonb_build_object(
     'run_id', r.run_id,
@@ -53,10 +56,11 @@ as $$
   );
 $$;
 
--- Start a run, or say why not. Returns {"outcome": ..., "run": {...}} where
--- outcome is `started`, `busy` (another run holds the lock), `retry_done` (this
--- schedule time already succeeded) or `recent_success` (the job succeeded
--- within p_skip_within_s). Abandoned leases are reclaimed first.
+-- Start a run, or say why not. Returns {"outcome": ..., "run": {...},
+-- "abandoned": [run ids]} where outcome is `started`, `busy` (another run holds
+-- the lock), `retry_done` (the same scheduler job already succeeded for this
+-- schedule time) or `recent_success` (the job succeeded within
+-- p_skip_within_s). Expired leases are reclaimed first.
 create or replace function public.housekeeper_begin_run(
   p_job text,
   p_run_id uuid,
@@ -72,11 +76,13 @@ language plpgsql
 volatile
 security definer
 set search_path = pg_catalog, pg_temp
+set timezone = 'UTC'
 as $$
 declare
   v_found housekeeper.runs;
   v_new housekeeper.runs;
   v_abandoned jsonb;
+  v_attempt integer := 0;
 begin
   if p_lease_s is null or p_lease_s < 1 then
     raise exception using errcode = '22023', message = 'p_lease_s must be positive';
@@ -94,7 +100,9 @@ begin
 
   if p_schedule_time is not null then
     select * into v_found from housekeeper.runs
-     where job = p_job and schedule_time = p_schedule_time and status = 'success'
+     where job = p_job and schedule_time = p_schedule_time
+       and scheduler_job is not distinct from p_scheduler_job
+       and status = 'success'
      order by finished_at desc limit 1;
     if found then
       return jsonb_build_object('outcome', 'retry_done', 'run', housekeeper.run_json(v_found),
@@ -113,21 +121,28 @@ begin
     end if;
   end if;
 
-  begin
-    insert into housekeeper.runs (run_id, job, trigger, scheduler_job, schedule_time,
-                                  status, lease_expires_at, params)
-    values (p_run_id, p_job, p_trigger, p_scheduler_job, p_schedule_time, 'running',
-            now() + make_interval(secs => p_lease_s), coalesce(p_params, '{}'::jsonb))
-    returning * into v_new;
-  exception when unique_violation then
-    select * into v_found from housekeeper.runs
-     where job = p_job and status = 'running' limit 1;
-    return jsonb_build_object('outcome', 'busy', 'run', housekeeper.run_json(v_found),
-                              'abandoned', v_abandoned);
-  end;
-
-  return jsonb_build_object('outcome', 'started', 'run', housekeeper.run_json(v_new),
-                            'abandoned', v_abandoned);
+  -- The unique index decides. A run that held it may end between the failed
+  -- insert and the look-up of its row; then the lock is free: try again.
+  loop
+    v_attempt := v_attempt + 1;
+    begin
+      insert into housekeeper.runs (run_id, job, trigger, scheduler_job, schedule_time,
+                                    status, lease_expires_at, params)
+      values (p_run_id, p_job, p_trigger, p_scheduler_job, p_schedule_time, 'running',
+              now() + make_interval(secs => p_lease_s), coalesce(p_params, '{}'::jsonb))
+      returning * into v_new;
+      return jsonb_build_object('outcome', 'started', 'run', housekeeper.run_json(v_new),
+                                'abandoned', v_abandoned);
+    exception when unique_violation then
+      select * into v_found from housekeeper.runs
+       where job = p_job and status = 'running';
+      if found or v_attempt >= 5 then
+        return jsonb_build_object('outcome', 'busy',
+                                  'run', case when found then housekeeper.run_json(v_found) end,
+                                  'abandoned', v_abandoned);
+      end if;
+    end;
+  end loop;
 end;
 $$;
 
@@ -144,6 +159,7 @@ language plpgsql
 volatile
 security definer
 set search_path = pg_catalog, pg_temp
+set timezone = 'UTC'
 as $$
 declare
   v_run housekeeper.runs;
@@ -171,6 +187,7 @@ language sql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
+set timezone = 'UTC'
 as $$
   select coalesce(jsonb_agg(housekeeper.run_json(r) order by r.started_at desc), '[]'::jsonb)
   from (
@@ -188,6 +205,7 @@ language sql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
+set timezone = 'UTC'
 as $$
   select coalesce(jsonb_object_agg(j.job, jsonb_build_object(
     'last_status', (select r.status from housekeeper.runs r where r.job = j.job
