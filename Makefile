@@ -36,8 +36,8 @@ TRANSPORT ?= postgres
 run: $(STAMP) ## Start the local stack, run cleanup-logs end to end (TRANSPORT=supabase: via the PostgREST stand-in)
 	$(PY) -m devstack run --transport $(TRANSPORT)
 
-run-media: $(STAMP) ## Migrate a seeded mix of CDN images and videos into local S3 (R2 stand-in)
-	$(PY) -m devstack run-media
+run-media: $(STAMP) ## Migrate seeded CDN images and videos into local S3 (R2 stand-in); RESEED=1 starts over
+	$(PY) -m devstack run-media $(if $(RESEED),--reseed)
 
 serve: $(STAMP) ## Start the local stack and keep it running (Ctrl-C stops it)
 	$(PY) -m devstack serve

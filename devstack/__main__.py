@@ -139,7 +139,7 @@ def run_media(args: argparse.Namespace) -> int:
         else:
             print(
                 "the demo rows were seeded by an earlier run: this run only finds "
-                "what is left (`python -m devstack run-media --reseed` starts over)"
+                "what is left (`make run-media RESEED=1` starts over)"
             )
         print(f"CDN stand-in: {cdn.base_url}")
 
