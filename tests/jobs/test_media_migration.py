@@ -766,3 +766,19 @@ def test_an_unexpected_error_fails_only_its_item_and_never_quotes_the_signature(
     )
     assert media.pic(1) == odd
     assert media.state("creators", 1)["status"] == "failed"
+
+
+def test_a_source_whose_table_is_missing_answers_500_naming_it(media, call, set_env):
+    set_env(
+        MEDIA_SOURCES='[{"name": "avatars", "table": "app_users", '
+        '"url_column": "avatar_url", "kind": "image", "media_type": "profile"}]'
+    )
+
+    reply = call("migrate_cdn_to_r2", json={"media_type": "profile"})
+
+    assert reply.status == 500
+    assert reply.json["error"] == {
+        "code": "configuration_error",
+        "message": "table public.app_users does not exist",
+    }
+    assert media.keys() == []
