@@ -19,7 +19,7 @@ from devstack.demo import seed_log_folder, seed_log_table
 from devstack.emulator import Emulator
 from devstack.stack import LocalStack
 
-TARGETS = ("health", "cleanup_logs")
+TARGETS = ("health", "cleanup_logs", "migrate_cdn_to_r2")
 
 
 def _scheduler_headers(secret: str, job: str) -> dict[str, str]:
@@ -193,17 +193,36 @@ def run_media(args: argparse.Namespace) -> int:
 
 def serve(_: argparse.Namespace) -> int:
     """Keep the stack running, every target on its own port, until Ctrl-C."""
+    from devstack import media_demo as demo
+    from devstack.media_servers import MotoS3
+    from housekeeper.media.storage import R2Storage
+
     stack = LocalStack()
     stack.start()
     emulators: list[Emulator] = []
+    s3: MotoS3 | None = None
     try:
         if not stack.log_dir.exists():
             seed_log_table(stack.postgres.url)
             seed_log_folder(stack.log_dir, stack.outside_dir)
+        demo.create_media_tables(stack.postgres.url)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        s3 = MotoS3().start()
+        R2Storage(
+            endpoint_url=s3.endpoint_url,
+            access_key_id=MotoS3.access_key_id,
+            secret_access_key=MotoS3.secret_access_key,
+            bucket=demo.DEMO_BUCKET,
+        ).client.create_bucket(
+            Bucket=demo.DEMO_BUCKET,
+            CreateBucketConfiguration={"LocationConstraint": "auto"},
+        )
+        env = {**stack.env(), **demo.media_env(s3.endpoint_url)}
         for target in TARGETS:
             log_path = stack.root / f"emulator-{target}.log"
-            emulators.append(Emulator(target, stack.env(), log_path=log_path).start())
+            emulators.append(Emulator(target, env, log_path=log_path).start())
         print(f"DATABASE_URL={stack.postgres.url}")
+        print(f"R2 stand-in (moto S3): {s3.endpoint_url}, bucket {demo.DEMO_BUCKET}")
         for emulator in emulators:
             print(f"{emulator.target:<18} {emulator.url}")
         job = next(e for e in emulators if e.target == "cleanup_logs")
@@ -222,6 +241,8 @@ def serve(_: argparse.Namespace) -> int:
     finally:
         for emulator in emulators:
             emulator.stop()
+        if s3 is not None:
+            s3.stop()
         stack.stop()
 
 
