@@ -1,0 +1,117 @@
+"""Defects found by breaking the product, each kept fixed by a test."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from tests.support import TEST_SECRET, create_log_table
+
+
+@pytest.fixture
+def table(conn, clean_ledger):
+    create_log_table(conn)
+    conn.execute(
+        'insert into logs ("timestamp", message)'
+        " select now() - interval '40 days', 'old' from generate_series(1, 5)"
+    )
+
+
+def _untouched(conn):
+    assert conn.execute("select count(*) from logs").fetchone()[0] == 5
+
+
+def test_repeated_json_key_with_different_values_is_400_never_a_purge(
+    call, conn, table
+):
+    reply = call(
+        "cleanup_logs",
+        data=b'{"retention_days": 7, "dry_run": true, "dry_run": false}',
+    )
+    assert reply.status == 400
+    assert reply.json["error"]["parameter"] == "dry_run"
+    _untouched(conn)
+
+
+def test_lone_surrogate_key_is_a_json_400_not_a_crash(call, conn, table):
+    reply = call("cleanup_logs", data=b'{"\\ud800": 1}')
+    assert reply.status == 400
+    assert reply.headers["Content-Type"].startswith("application/json")
+    _untouched(conn)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("retention_days", "9" * 5000),
+        ("skip_if_succeeded_within", "9" * 5000 + "h"),
+        ("retention_days", "\u0663\u0660"),
+        ("time_budget_s", "1" * 400),
+    ],
+)
+def test_absurd_numbers_are_400_not_500(call, conn, table, name, value):
+    reply = call("cleanup_logs", query={name: value})
+    assert reply.status == 400
+    assert reply.json["error"]["parameter"] == name
+    _untouched(conn)
+
+
+def test_secret_with_trailing_newline_from_a_secret_store_still_matches(
+    call, set_env, table
+):
+    set_env(CRON_SECRET=TEST_SECRET + "\n")
+    reply = call("cleanup_logs", json={"dry_run": True})
+    assert reply.status == 200
+
+
+def test_whitespace_only_secret_counts_as_not_configured(call, set_env):
+    set_env(CRON_SECRET="   ")
+    assert call("cleanup_logs", json={"dry_run": True}).status == 500
+    health = call("health", method="GET", token=None)
+    assert health.json["cron_secret_configured"] is False
+
+
+def test_utf8_secret_sent_as_utf8_over_the_wire_matches(emulator, conn, table):
+    emu = emulator("cleanup_logs", CRON_SECRET="s3crét-pass")
+    response = requests.post(
+        emu.url,
+        headers={"Authorization": "Bearer s3crét-pass".encode()},
+        json={"dry_run": True},
+        timeout=30,
+    )
+    assert response.status_code == 200
+
+
+def test_unencoded_password_in_database_url_is_refused_without_echoing_it(
+    call, monkeypatch, request
+):
+    request.node.extra_secrets = ("Xy7@SuperSecretTail99", "SuperSecretTail99")
+    monkeypatch.setenv(
+        "DATABASE_URL", "postgresql://hk:Xy7@SuperSecretTail99@127.0.0.1:1/postgres"
+    )
+    reply = call("cleanup_logs", json={"dry_run": True})
+    assert reply.status == 500
+    assert reply.json["error"]["code"] == "configuration_error"
+    assert "percent-encode" in reply.json["error"]["message"]
+
+
+def test_deep_health_names_the_failure_without_its_details(call, set_env):
+    set_env(DATABASE_URL="postgresql://nobody@127.0.0.1:1/postgres")
+    reply = call("health", method="GET", query={"deep": "1"}, token=None)
+    assert reply.status == 503
+    assert reply.json["database"]["error"] == "database_unavailable"
+    assert "127.0.0.1" not in reply.text
+
+
+def test_configuration_error_during_a_run_is_recorded_with_its_message(
+    call, conn, set_env, clean_ledger
+):
+    conn.execute("drop table if exists public.no_such_logs")
+    set_env(LOGS_TABLE="no_such_logs")
+    reply = call("cleanup_logs", json={"retention_days": 30})
+    assert reply.status == 500
+    status, error = conn.execute(
+        "select status, error from housekeeper.runs"
+    ).fetchone()
+    assert status == "failed"
+    assert "no_such_logs" in error
