@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 import requests
 
@@ -115,3 +116,32 @@ def test_configuration_error_during_a_run_is_recorded_with_its_message(
     ).fetchone()
     assert status == "failed"
     assert "no_such_logs" in error
+
+
+def test_media_functions_refuse_a_table_the_caller_may_not_update(conn):
+    conn.execute("drop table if exists public.private_urls")
+    conn.execute("create table public.private_urls (id int primary key, url text)")
+    conn.execute("revoke all on public.private_urls from service_role")
+    conn.execute(
+        "insert into public.private_urls values (1, 'https://x.cdninstagram.com/a.jpg')"
+    )
+    with conn.transaction():
+        conn.execute("set local role service_role")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="private_urls"):
+            conn.execute(
+                "select public.housekeeper_media_claim('p', 'public', 'private_urls',"
+                " 'id', 'url', 'image', array['cdninstagram.com'], null,"
+                " gen_random_uuid(), 10, 60)"
+            )
+    conn.execute("drop table public.private_urls")
+
+
+@pytest.mark.parametrize("schema", ["pg_catalog", "housekeeper", "information_schema"])
+def test_media_functions_never_touch_catalogs_or_their_own_state(conn, schema):
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(
+            "select public.housekeeper_media_claim('p', %s, 'runs',"
+            " 'run_id', 'error', 'image', array['cdninstagram.com'], null,"
+            " gen_random_uuid(), 10, 60)",
+            (schema,),
+        )

@@ -95,6 +95,9 @@ as $$
 declare
   v_id_attnum smallint;
   v_url_type text;
+  -- The role that called the SECURITY DEFINER function: PostgREST's SET ROLE
+  -- (service_role), or the session's own user on a direct connection.
+  v_caller text := coalesce(nullif(current_setting('role', true), 'none'), session_user);
 begin
   if p_kind is null or p_kind not in ('image', 'image_array', 'video') then
     raise exception using
@@ -102,11 +105,23 @@ begin
       message = format('media kind %L is not image, image_array or video', p_kind);
   end if;
 
+  -- These functions run as their owner: they may only touch what the caller
+  -- could read and update itself, and never the catalogs or their own state.
+  if p_schema like 'pg\_%' or p_schema in ('information_schema', 'housekeeper') then
+    raise exception using
+      errcode = '42501',
+      message = format('schema %I is not a place for media sources', p_schema);
+  end if;
   relation := to_regclass(format('%I.%I', p_schema, p_table));
   if relation is null then
     raise exception using
       errcode = '42P01',
       message = format('table %I.%I does not exist', p_schema, p_table);
+  end if;
+  if not has_table_privilege(v_caller, relation, 'SELECT, UPDATE') then
+    raise exception using
+      errcode = '42501',
+      message = format('role %s may not read and update %s', v_caller, relation);
   end if;
 
   select a.attnum, format_type(a.atttypid, a.atttypmod)
