@@ -145,3 +145,40 @@ def test_media_functions_never_touch_catalogs_or_their_own_state(conn, schema):
             " gen_random_uuid(), 10, 60)",
             (schema,),
         )
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_minus_infinity_and_bc_timestamps_are_purged_and_counted(
+    call, conn, clean_ledger, dry_run
+):
+    create_log_table(conn)
+    conn.execute(
+        'insert into logs ("timestamp", message) values'
+        " ('-infinity', 'a'), ('0044-03-15 00:00:00+00 BC', 'b'),"
+        " (now() - interval '40 days', 'c'), (now(), 'keep'), ('infinity', 'keep')"
+    )
+    reply = call("cleanup_logs", json={"retention_days": 30, "dry_run": dry_run})
+    assert reply.status == 200, reply.text
+    database = reply.json["results"]["database"]
+    assert database["would_delete" if dry_run else "deleted"] == 3
+    left = sorted(r[0] for r in conn.execute("select message from logs"))
+    assert left == (["a", "b", "c", "keep", "keep"] if dry_run else ["keep", "keep"])
+
+
+def test_missing_table_still_sweeps_the_folder_then_fails(
+    call, conn, set_env, env, clean_ledger
+):
+    import os
+    import time
+    from pathlib import Path
+
+    old = Path(env["LOG_DIR"]) / "old.log"
+    old.write_text("x")
+    stamp = time.time() - 40 * 86400
+    os.utime(old, (stamp, stamp))
+    conn.execute("drop table if exists public.gone_logs")
+    set_env(LOGS_TABLE="gone_logs")
+    reply = call("cleanup_logs", json={"retention_days": 30})
+    assert reply.status == 500
+    assert reply.json["error"]["code"] == "configuration_error"
+    assert not old.exists()

@@ -169,7 +169,7 @@ class Database(abc.ABC):
         elapsed_ms = result.get("elapsed_ms")
         return BatchResult(
             count=int(result["count"]),
-            last=_timestamp(last) if last is not None else None,
+            last=_resume_point(last),
             elapsed_ms=float(elapsed_ms) if elapsed_ms is not None else None,
         )
 
@@ -343,6 +343,16 @@ class Database(abc.ABC):
         """Release the claims a run still holds; returns how many."""
         result = self.call("housekeeper_media_release", {"p_run_id": run_id})
         return int(result["released"])
+
+
+def _resume_point(value: Any) -> datetime | None:
+    """Where the next batch starts; None (from the beginning) when the database
+    sent a time Python cannot hold, such as `-infinity` or a date BC."""
+    if value is None:
+        return None
+    if isinstance(value, str) and (value.endswith(" BC") or value == "-infinity"):
+        return None
+    return _timestamp(value)
 
 
 def _timestamp(value: Any) -> datetime:
