@@ -182,3 +182,48 @@ def test_missing_table_still_sweeps_the_folder_then_fails(
     assert reply.status == 500
     assert reply.json["error"]["code"] == "configuration_error"
     assert not old.exists()
+
+
+def test_purge_deletes_nothing_the_caller_may_not_delete(conn):
+    conn.execute("drop table if exists public.victim")
+    conn.execute("create table public.victim (id int, ts timestamptz)")
+    conn.execute("revoke all on public.victim from service_role")
+    conn.execute("insert into public.victim values (1, '2020-01-01')")
+    with conn.transaction():
+        conn.execute("set local role service_role")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(
+                "select public.housekeeper_purge_batch('public', 'victim', 'ts',"
+                " now() - interval '30 days', null, 100, false)"
+            )
+    assert conn.execute("select count(*) from public.victim").fetchone()[0] == 1
+    conn.execute("drop table public.victim")
+
+
+@pytest.mark.parametrize(
+    ("schema", "table", "column"),
+    [
+        ("housekeeper", "runs", "started_at"),
+        ("pg_catalog", "pg_authid", "rolvaliduntil"),
+    ],
+)
+def test_purge_refuses_catalogs_and_its_own_ledger_even_for_the_owner(
+    conn, schema, table, column
+):
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(
+            "select public.housekeeper_purge_batch(%s, %s, %s,"
+            " now() - interval '30 days', null, 100, false)",
+            (schema, table, column),
+        )
+
+
+def test_purge_refuses_a_cutoff_less_than_a_day_old(conn):
+    create_log_table(conn)
+    conn.execute("insert into logs (\"timestamp\") values (now() - interval '1 hour')")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="one day"):
+        conn.execute(
+            "select public.housekeeper_purge_batch('public', 'logs', 'timestamp',"
+            " now() + interval '100 years', null, 100, false)"
+        )
+    assert conn.execute("select count(*) from logs").fetchone()[0] == 1
