@@ -227,3 +227,21 @@ def test_purge_refuses_a_cutoff_less_than_a_day_old(conn):
             " now() + interval '100 years', null, 100, false)"
         )
     assert conn.execute("select count(*) from logs").fetchone()[0] == 1
+
+
+def test_a_locked_table_stops_the_purge_with_partial_instead_of_waiting(
+    call, conn, pg, table
+):
+    import time
+
+    with psycopg.connect(pg.url) as holder:
+        holder.execute("lock table public.logs in access exclusive mode")
+        started = time.monotonic()
+        reply = call("cleanup_logs", json={"retention_days": 30})
+        waited_s = time.monotonic() - started
+        holder.rollback()
+    assert reply.status == 200, reply.text
+    assert reply.json["status"] == "partial"
+    assert "locked by another session" in reply.json["results"]["database"]["warning"]
+    assert waited_s < 10
+    _untouched(conn)

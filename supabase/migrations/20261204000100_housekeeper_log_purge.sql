@@ -114,6 +114,8 @@ volatile
 security invoker
 set search_path = pg_catalog, pg_temp
 set timezone = 'UTC'
+-- Never queue behind a lock for long: writers would queue behind the purge.
+set lock_timeout = '2s'
 -- A purge lost in a crash is simply redone by the next run, so its commits
 -- need not wait for the WAL flush.
 set synchronous_commit = off
