@@ -245,3 +245,35 @@ def test_a_locked_table_stops_the_purge_with_partial_instead_of_waiting(
     assert "locked by another session" in reply.json["results"]["database"]["warning"]
     assert waited_s < 10
     _untouched(conn)
+
+
+def _ledger_row(conn, job: str, status: str, hours_ago: float) -> None:
+    conn.execute(
+        "insert into housekeeper.runs (run_id, job, trigger, status, started_at,"
+        " finished_at, lease_expires_at) values (gen_random_uuid(), %s, 'scheduler',"
+        " %s, now() - make_interval(secs => %s), now() - make_interval(secs => %s),"
+        " now())",
+        (job, status, hours_ago * 3600 + 5, hours_ago * 3600),
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "hours_ago", "overdue"),
+    [
+        ("success", 2, False),
+        ("partial", 2, False),
+        ("success", 30, True),
+        ("failed", 2, True),
+        ("dry_run", 2, True),
+    ],
+)
+def test_deep_health_calls_a_job_overdue_without_recent_progress(
+    call, conn, clean_ledger, status, hours_ago, overdue
+):
+    _ledger_row(conn, "cleanup-logs", status, hours_ago)
+    reply = call("health", method="GET", query={"deep": "1"}, token=None)
+    assert reply.status == 200
+    job = reply.json["jobs"]["cleanup-logs"]
+    assert job["overdue"] is overdue
+    assert job["overdue_after_h"] == 26
+    assert reply.json["jobs"]["migrate-cdn-to-r2"]["overdue"] is True

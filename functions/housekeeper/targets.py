@@ -116,9 +116,9 @@ def _deep_check(settings: Settings) -> dict[str, Any]:
         hours = settings.overdue_after_h_for(job)
         overdue_after = timedelta(hours=hours)
         entry = dict(summary.get(job) or {})
-        last = entry.get("last_success_at")
-        last_success = datetime.fromisoformat(last) if last else None
-        entry["overdue"] = last_success is None or now - last_success > overdue_after
+        last = entry.get("last_progress_at")
+        last_progress = datetime.fromisoformat(last) if last else None
+        entry["overdue"] = last_progress is None or now - last_progress > overdue_after
         entry["overdue_after_h"] = hours
         jobs[job] = entry
 
