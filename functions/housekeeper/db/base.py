@@ -61,6 +61,7 @@ class PurgeTarget:
 
     @property
     def qualified(self) -> str:
+        """`schema.table`, as reports name it."""
         return f"{self.schema}.{self.table}"
 
 
@@ -131,6 +132,7 @@ class Database(abc.ABC):
             raise missing_function_error(missing[0])
 
     def purge_prepare(self, schema: str, table: str, column: str) -> PurgeTarget:
+        """Resolve the log table: column type, index, the role's statement timeout."""
         info = self.call(
             "housekeeper_purge_prepare",
             {"p_schema": schema, "p_table": table, "p_column": column},
@@ -153,6 +155,7 @@ class Database(abc.ABC):
         *,
         dry_run: bool,
     ) -> BatchResult:
+        """Delete (or count) one short batch of rows older than `cutoff`."""
         result = self.call(
             "housekeeper_purge_batch",
             {
@@ -174,6 +177,7 @@ class Database(abc.ABC):
         )
 
     def purge_estimate(self, target: PurgeTarget, cutoff: datetime) -> int:
+        """The planner's estimate of rows still older than `cutoff`."""
         result = self.call(
             "housekeeper_purge_estimate",
             {
@@ -197,6 +201,7 @@ class Database(abc.ABC):
         skip_within_s: int | None,
         params: Mapping[str, Any],
     ) -> dict[str, Any]:
+        """Take the job's lock and record a run, or say why not (busy, recent)."""
         return dict(
             self.call(
                 "housekeeper_begin_run",
@@ -216,6 +221,7 @@ class Database(abc.ABC):
     def finish_run(
         self, run_id: str, status: str, counts: Mapping[str, Any], error: str | None
     ) -> dict[str, Any]:
+        """Record how a run ended; a run taken over meanwhile stays abandoned."""
         return dict(
             self.call(
                 "housekeeper_finish_run",
@@ -229,11 +235,13 @@ class Database(abc.ABC):
         )
 
     def list_runs(self, job: str | None, limit: int) -> list[dict[str, Any]]:
+        """The newest ledger entries, optionally of one job."""
         return list(
             self.call("housekeeper_list_runs", {"p_job": job, "p_limit": limit})
         )
 
     def run_summary(self) -> dict[str, Any]:
+        """Per job: the last run, the last success and the last progress."""
         return dict(self.call("housekeeper_run_summary", {}))
 
     def media_claim(
