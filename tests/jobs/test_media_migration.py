@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
@@ -782,3 +784,123 @@ def test_a_source_whose_table_is_missing_answers_500_naming_it(media, call, set_
         "message": "table public.app_users does not exist",
     }
     assert media.keys() == []
+
+
+# Storage and CDN faults: the answer says what happened, the ledger records it,
+# no row points at an object that does not exist, and the next run completes.
+
+PUBLIC_URL = "https://media.example.test"
+
+
+class _BrokenStorage(BaseHTTPRequestHandler):
+    """An S3 endpoint that fails: `500` answers every request with an error,
+    `vanish` accepts an upload's first bytes and then drops the connection."""
+
+    mode = "500"
+
+    def _fail(self) -> None:
+        if self.mode == "vanish" and self.command == "PUT":
+            self.rfile.read(16)
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.connection.close()
+            return
+        if self.command == "HEAD":
+            self.send_response(404 if self.mode == "vanish" else 500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = b"<Error><Code>InternalError</Code><Message>boom</Message></Error>"
+        self.send_response(500)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_HEAD = do_POST = _fail  # noqa: N815
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        """Quiet: the test reads answers, not access logs."""
+
+
+@pytest.fixture
+def broken_storage(request) -> Iterator[str]:
+    """An S3 endpoint on 127.0.0.1 that fails the way `request.param` says."""
+    handler = type("Handler", (_BrokenStorage,), {"mode": request.param})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _rows_point_only_at_existing_objects(media) -> None:
+    keys = set(media.keys())
+    for (url,) in media.conn.execute("select profile_pic_url from instagram_creators"):
+        if url.startswith(PUBLIC_URL):
+            assert url.removeprefix(PUBLIC_URL + "/") in keys
+
+
+@pytest.mark.parametrize("broken_storage", ["500", "vanish"], indirect=True)
+def test_storage_failing_then_back_next_run_completes(
+    media, call, set_env, env, broken_storage
+):
+    media.creators([(i, media.serve(f"s{i}", jpeg(seed=i))) for i in range(1, 4)])
+    working = env["R2_ENDPOINT_URL"]
+    set_env(R2_ENDPOINT_URL=broken_storage)
+
+    failed = call("migrate_cdn_to_r2", json={})
+
+    assert failed.status == 502, failed.text
+    assert failed.json["error"]["code"] == "storage_error"
+    assert all(media.pic(i).startswith("http://127.0.0.1") for i in (1, 2, 3))
+    _rows_point_only_at_existing_objects(media)
+    ledger = media.conn.execute(
+        "select status, error from housekeeper.runs where job = 'migrate-cdn-to-r2'"
+    ).fetchall()
+    assert [status for status, _ in ledger] == ["failed"]
+
+    set_env(R2_ENDPOINT_URL=working)
+    body = migrate(call)
+    assert body["results"]["totals"]["migrated"] == 3
+    assert all(media.pic(i).startswith(PUBLIC_URL) for i in (1, 2, 3))
+    _rows_point_only_at_existing_objects(media)
+
+
+@pytest.mark.parametrize("behaviour", ["hang", "reset", "short"])
+def test_cdn_fault_fails_one_item_and_a_later_run_completes_it(
+    media, call, set_env, behaviour
+):
+    set_env(MEDIA_DOWNLOAD_TIMEOUT_S="1", MEDIA_RETRY_BASE_S="1")
+    body = jpeg(seed=7)
+    bad = media.serve(
+        "flaky",
+        body,
+        route=Route(
+            body,
+            headers={"Content-Type": "image/jpeg", "Connection": "close"},
+            behaviour=behaviour,
+            partial_bytes=len(body) // 2,
+            content_length=len(body) + 1000 if behaviour == "short" else None,
+        ),
+    )
+    good = media.serve("fine", jpeg(seed=8))
+    media.creators([(1, bad), (2, good)])
+
+    first = migrate(call)
+
+    assert first["results"]["totals"]["migrated"] == 1
+    assert first["results"]["totals"]["failed"] == 1
+    assert media.pic(1) == bad
+    assert media.pic(2).startswith(PUBLIC_URL)
+    _rows_point_only_at_existing_objects(media)
+
+    media.cdn.add(
+        "/" + bad.split("://", 1)[1].split("/", 1)[1].split("?", 1)[0],
+        Route(body, 200, {"Content-Type": "image/jpeg"}),
+    )
+    time.sleep(1.2)
+    second: dict[str, Any] = migrate(call)
+    assert second["results"]["totals"]["migrated"] == 1
+    assert media.pic(1).startswith(PUBLIC_URL)
+    _rows_point_only_at_existing_objects(media)
