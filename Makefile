@@ -36,6 +36,9 @@ TRANSPORT ?= postgres
 run: $(STAMP) ## Start the local stack, run cleanup-logs end to end (TRANSPORT=supabase: via the PostgREST stand-in)
 	$(PY) -m devstack run --transport $(TRANSPORT)
 
+run-media: $(STAMP) ## Migrate seeded CDN images and videos into local S3 (R2 stand-in); RESEED=1 starts over
+	$(PY) -m devstack run-media $(if $(RESEED),--reseed)
+
 serve: $(STAMP) ## Start the local stack and keep it running (Ctrl-C stops it)
 	$(PY) -m devstack serve
 
@@ -67,4 +70,4 @@ bench-quick: $(STAMP) ## A small make bench (under a minute); the test suite run
 clean: ## Remove the local stack's data (.local/) and caches
 	rm -rf .local .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
 
-.PHONY: help venv tools run serve test deploy-check deploy lint fmt bench bench-quick clean
+.PHONY: help venv tools run run-media serve test deploy-check deploy lint fmt bench bench-quick clean

@@ -201,3 +201,49 @@ def emulator(
         emu.stop()
         if emu.log_path and emu.log_path.exists():
             leak_guard.add(emu.log_path.read_text(errors="replace"))
+
+
+@pytest.fixture(scope="session")
+def r2_server() -> Iterator[Any]:
+    """moto's S3 server on 127.0.0.1, standing in for R2 for the whole session."""
+    from devstack.media_servers import MotoS3
+
+    with MotoS3() as server:
+        yield server
+
+
+@pytest.fixture
+def r2_env(r2_server: Any, pg: LocalPostgres, set_env: Callable[..., None]) -> Any:
+    """What migrate-cdn-to-r2 needs to run: R2 settings on a new, empty bucket,
+    and the default sources' tables, empty, with no item state.
+
+    Returns the `R2Storage` of that bucket, for a test to look inside.
+    """
+    import uuid
+
+    from devstack.media_demo import create_media_tables
+    from housekeeper.media.storage import R2Storage
+
+    storage = R2Storage(
+        endpoint_url=r2_server.endpoint_url,
+        access_key_id=r2_server.access_key_id,
+        secret_access_key=r2_server.secret_access_key,
+        bucket=f"media-{uuid.uuid4().hex[:12]}",
+        public_url="https://media.example.test",
+        max_attempts=1,
+    )
+    # R2's region is `auto`; moto wants it named as the bucket's location.
+    storage.client.create_bucket(
+        Bucket=storage.bucket, CreateBucketConfiguration={"LocationConstraint": "auto"}
+    )
+    create_media_tables(pg.url, reset=True)
+    with psycopg.connect(pg.url, autocommit=True) as connection:
+        connection.execute("truncate housekeeper.media_items")
+    set_env(
+        R2_ENDPOINT_URL=r2_server.endpoint_url,
+        R2_ACCESS_KEY_ID=r2_server.access_key_id,
+        R2_SECRET_ACCESS_KEY=r2_server.secret_access_key,
+        R2_BUCKET=storage.bucket,
+        R2_PUBLIC_URL=storage.public_base_url,
+    )
+    return storage

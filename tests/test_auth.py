@@ -96,7 +96,8 @@ def test_unset_secret_refuses_even_a_matching_looking_token(call, set_env):
 
 def test_require_bearer_compares_bytes_of_non_ascii_secrets():
     settings = load_settings({"CRON_SECRET": "pässwörd-123"})
-    require_bearer("Bearer pässwörd-123", settings)
+    # WSGI decodes header bytes as latin-1: this is how UTF-8 on the wire arrives.
+    require_bearer("Bearer " + "pässwörd-123".encode().decode("latin-1"), settings)
     with pytest.raises(UnauthorizedError):
         require_bearer("Bearer passwort-123", settings)
 

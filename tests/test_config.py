@@ -63,13 +63,20 @@ def test_time_budget_cannot_exceed_function_timeout():
 def test_secret_values_include_the_database_password_with_special_characters():
     settings = load_settings(
         {
-            "DATABASE_URL": "postgresql://app:p@ss:w/rd!@db.example.invalid:5432/postgres",
+            "DATABASE_URL": "postgresql://app:p%40ss%3Aw%2Frd!@db.example.invalid/postgres",
             "CRON_SECRET": "cron-secret-1",
             "R2_SECRET_ACCESS_KEY": "r2-secret-1",
         }
     )
     assert "p@ss:w/rd!" in settings.secret_values()
     assert {"cron-secret-1", "r2-secret-1"} <= set(settings.secret_values())
+
+
+@pytest.mark.parametrize("password", ["p@ss", "pa/ss", "pa?ss", "pa#ss"])
+def test_database_url_with_an_unencoded_special_character_is_refused(password):
+    with pytest.raises(ConfigurationError, match="percent-encode") as raised:
+        load_settings({"DATABASE_URL": f"postgresql://app:{password}@db.invalid/x"})
+    assert password not in raised.value.message
 
 
 def test_media_sources_replace_the_defaults():

@@ -81,6 +81,7 @@ def test_statement_timeout_that_batching_cannot_avoid_is_503_with_counts(
     conn.execute("drop role if exists slowpoke")
     conn.execute("create role slowpoke login password 'slowpoke-pw-99'")
     conn.execute("grant execute on all functions in schema public to slowpoke")
+    conn.execute("grant select, delete on logs to slowpoke")
     conn.execute("alter role slowpoke set statement_timeout = '50ms'")
     set_env(DATABASE_URL=pg.url_for("slowpoke", "slowpoke-pw-99"))
 

@@ -67,13 +67,16 @@ def test_every_job_parameter_in_the_spec_is_accepted_and_others_refused(call, co
 
 
 @pytest.fixture
-def targets(emulator, conn):
+def targets(emulator, conn, r2_env):
     create_log_table(conn)
     return {
         "/health": emulator("health").url.rstrip("/"),
         "/cleanup_logs": emulator("cleanup_logs", FUNCTION_TIMEOUT_S="3600").url.rstrip(
             "/"
         ),
+        "/migrate_cdn_to_r2": emulator(
+            "migrate_cdn_to_r2", FUNCTION_TIMEOUT_S="3600"
+        ).url.rstrip("/"),
     }
 
 

@@ -29,9 +29,14 @@ def _token_from_header(header: str | None) -> bytes | None:
         return None
     if not token or any(char.isspace() for char in token):
         return None
-    # Non-ASCII tokens are compared as UTF-8 bytes and simply do not match;
-    # hmac.compare_digest refuses non-ASCII str, which would become a 500.
-    return token.encode("utf-8", "surrogateescape")
+    # WSGI hands header values over decoded as latin-1 (PEP 3333), so
+    # encoding them back gives the bytes the client sent: a UTF-8 secret sent
+    # as UTF-8 matches. compare_digest refuses non-ASCII str (a 500), so bytes
+    # it is; characters beyond latin-1 cannot come from the wire.
+    try:
+        return token.encode("latin-1")
+    except UnicodeEncodeError:
+        return token.encode("utf-8", "surrogateescape")
 
 
 def require_bearer(header: str | None, settings: Settings) -> None:

@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "invoke":
         code, document = invoke(args.job, args.param)
-        print(json.dumps(document, indent=2, ensure_ascii=False))
+        print(json.dumps(document, indent=2))
         return code
 
     try:

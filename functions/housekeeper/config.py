@@ -283,6 +283,27 @@ def _passwords_of(dsn: str | None) -> list[str]:
     return sorted({value for raw in found for value in (raw, unquote(raw)) if value})
 
 
+def _database_url(env: Mapping[str, str]) -> str | None:
+    """DATABASE_URL, refused when its password would be misread.
+
+    libpq ends the user information at the first '@' and the host at the first
+    '/', so an unencoded '@', '/', '?' or '#' in a password sends part of the
+    password to a resolver as a host name, and into error messages.
+    """
+    url = _text(env, "DATABASE_URL")
+    if url is None or "://" not in url:
+        return url
+    rest = url.split("://", 1)[1]
+    if "@" in rest:
+        credentials = rest.rsplit("@", 1)[0]
+        if any(char in credentials for char in "@/?#"):
+            raise ConfigurationError(
+                "DATABASE_URL: percent-encode the special characters of the user "
+                "and password (@ as %40, / as %2F, ? as %3F, # as %23, : as %3A)"
+            )
+    return url
+
+
 def _text(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name)
     if value is None or value.strip() == "":
@@ -420,10 +441,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
 
     return Settings(
-        # An empty secret is the same as none: fail closed.
-        cron_secret=env.get("CRON_SECRET") or None,
-        cron_secret_previous=env.get("CRON_SECRET_PREVIOUS") or None,
-        database_url=_text(env, "DATABASE_URL"),
+        # An empty secret is the same as none: fail closed. Surrounding
+        # whitespace (a newline kept by a secret store) would never match.
+        cron_secret=_text(env, "CRON_SECRET"),
+        cron_secret_previous=_text(env, "CRON_SECRET_PREVIOUS"),
+        database_url=_database_url(env),
         supabase_url=_text(env, "SUPABASE_URL"),
         supabase_service_role_key=_text(env, "SUPABASE_SERVICE_ROLE_KEY"),
         supabase_connect_timeout_s=_number(

@@ -100,6 +100,13 @@ class StatementTimeoutError(DatabaseError):
     code = "statement_timeout"
 
 
+class LockTimeoutError(DatabaseError):
+    """Another session held a lock on the table for longer than the job waits."""
+
+    status = 503
+    code = "lock_timeout"
+
+
 class MigrationMissingError(DependencyError):
     """A SQL function or table that the job needs is not installed."""
 

@@ -30,8 +30,10 @@ from housekeeper.telemetry import redact, redact_value
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-_INTEGER = re.compile(r"^[+-]?\d+$")
-_DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
+# ASCII digits only (`\d` would take any script's), and few of them: int()
+# refuses more than 4,300 digits with an error of its own.
+_INTEGER = re.compile(r"^[+-]?[0-9]{1,12}$")
+_DURATION = re.compile(r"^([0-9]{1,9})\s*(s|m|h|d)$")
 _DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -62,6 +64,19 @@ class Params:
             raise InvalidParameterError(unknown[0], f"unknown parameter {unknown[0]!r}")
 
 
+def _refuse_conflicts(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose repeated key disagrees with itself is refused:
+    `{"dry_run": true, "dry_run": false}` must never purge."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document and _canonical(document[key]) != _canonical(value):
+            raise InvalidParameterError(
+                key, f"parameter {key!r} is given more than once with different values"
+            )
+        document[key] = value
+    return document
+
+
 def _canonical(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -89,8 +104,8 @@ def collect_params(request: flask.Request) -> Params:
         )
     if body.strip():
         try:
-            document = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            document = json.loads(body, object_pairs_hook=_refuse_conflicts)
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidParameterError(
                 "body", "request body is not valid JSON"
             ) from None
@@ -226,7 +241,9 @@ def json_response(
     body: Mapping[str, Any], status: int = 200, headers: Mapping[str, str] | None = None
 ) -> flask.Response:
     """Serialise `body` with every registered secret removed."""
-    text = json.dumps(redact_value(dict(body)), ensure_ascii=False, default=str)
+    # ASCII escapes: a lone surrogate (from a hostile key or an undecodable
+    # file name) cannot be encoded as UTF-8 but can always be escaped.
+    text = json.dumps(redact_value(dict(body)), default=str)
     response = flask.Response(text + "\n", status=status, mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"
     for key, value in (headers or {}).items():

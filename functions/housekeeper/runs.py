@@ -61,10 +61,8 @@ class RunContext:
     run_id: str
     deadline: float
 
-    def time_left_s(self) -> float:
-        return self.deadline - time.monotonic()
-
     def out_of_time(self) -> bool:
+        """True once the run's time budget is spent: stop cleanly, `partial`."""
         return time.monotonic() >= self.deadline
 
 
@@ -195,6 +193,9 @@ def execute(
                 outcome = job.run(ctx, job_params)
             except DependencyError as exc:
                 _record(db, run_id, "failed", numeric_leaves(exc.partial), exc.message)
+                raise
+            except HousekeeperError as exc:
+                _record(db, run_id, "failed", {}, exc.message)
                 raise
             except Exception as exc:
                 _record(

@@ -11,7 +11,7 @@ import flask
 from housekeeper import SERVICE, __version__
 from housekeeper.auth import require_bearer
 from housekeeper.config import Settings, get_settings
-from housekeeper.errors import HousekeeperError
+from housekeeper.errors import HousekeeperError, MigrationMissingError
 from housekeeper.http import (
     collect_params,
     error_response,
@@ -98,14 +98,17 @@ def _deep_check(settings: Settings) -> dict[str, Any]:
             summary = {} if missing else db.run_summary()
     except HousekeeperError as exc:
         logger.warning("deep health check failed: %s", exc.message)
-        return {
-            "status": "unhealthy",
-            "database": {
-                "transport": settings.transport,
-                "ok": False,
-                "error": exc.message,
-            },
+        # The health check answers anyone: the code says what failed, the
+        # message (host names, ports, roles) stays in the logs.
+        failure: dict[str, Any] = {
+            "transport": settings.transport,
+            "ok": False,
+            "error": exc.code,
         }
+        if isinstance(exc, MigrationMissingError):
+            # Which migration to apply is all this message says.
+            failure["message"] = exc.message
+        return {"status": "unhealthy", "database": failure}
 
     now = utc_now()
     jobs: dict[str, Any] = {}
@@ -113,9 +116,9 @@ def _deep_check(settings: Settings) -> dict[str, Any]:
         hours = settings.overdue_after_h_for(job)
         overdue_after = timedelta(hours=hours)
         entry = dict(summary.get(job) or {})
-        last = entry.get("last_success_at")
-        last_success = datetime.fromisoformat(last) if last else None
-        entry["overdue"] = last_success is None or now - last_success > overdue_after
+        last = entry.get("last_progress_at")
+        last_progress = datetime.fromisoformat(last) if last else None
+        entry["overdue"] = last_progress is None or now - last_progress > overdue_after
         entry["overdue_after_h"] = hours
         jobs[job] = entry
 

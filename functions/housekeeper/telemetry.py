@@ -187,7 +187,7 @@ class _JsonFormatter(logging.Formatter):
             payload["exception"] = record.exc_text or self.formatException(
                 record.exc_info  # type: ignore[arg-type]
             )
-        return json.dumps(payload, default=str, ensure_ascii=False)
+        return json.dumps(payload, default=str)
 
 
 def on_cloud_functions() -> bool:

@@ -4,8 +4,11 @@
 -- direct Postgres transport (SELECT fn(...)) and the Supabase transport
 -- (POST /rest/v1/rpc/fn) run exactly the same SQL.
 --
--- The functions are SECURITY DEFINER with a fixed search_path, executable by
--- service_role only: a leaked anon key cannot purge anything.
+-- The functions have a fixed search_path and are executable by service_role
+-- only: a leaked anon key cannot purge anything. The purge functions run with
+-- the caller's own rights (SECURITY INVOKER), so they delete nothing the
+-- caller could not delete itself; they also refuse the catalogs and
+-- housekeeper's own schema, and a cutoff less than a day old.
 
 create schema if not exists housekeeper;
 revoke all on schema housekeeper from public;
@@ -39,7 +42,7 @@ create or replace function public.housekeeper_purge_prepare(
 returns jsonb
 language plpgsql
 stable
-security definer
+security invoker
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -108,9 +111,11 @@ create or replace function public.housekeeper_purge_batch(
 returns jsonb
 language plpgsql
 volatile
-security definer
+security invoker
 set search_path = pg_catalog, pg_temp
 set timezone = 'UTC'
+-- Never queue behind a lock for long: writers would queue behind the purge.
+set lock_timeout = '2s'
 as $$
 declare
   v_rel regclass;
@@ -127,6 +132,18 @@ begin
   end if;
   if p_cutoff is null then
     raise exception using errcode = '22004', message = 'p_cutoff must not be null';
+  end if;
+  -- Retention is at least one day; an hour of slack absorbs clock skew
+  -- between the job's host and the database.
+  if p_cutoff > now() - interval '23 hours' then
+    raise exception using
+      errcode = '22023',
+      message = 'p_cutoff must be at least one day in the past';
+  end if;
+  if p_schema like 'pg\_%' or p_schema in ('information_schema', 'housekeeper') then
+    raise exception using
+      errcode = '42501',
+      message = format('schema %I holds no log table', p_schema);
   end if;
 
   v_rel := to_regclass(format('%I.%I', p_schema, p_table));
@@ -244,7 +261,7 @@ create or replace function public.housekeeper_purge_estimate(
 returns jsonb
 language plpgsql
 volatile
-security definer
+security invoker
 set search_path = pg_catalog, pg_temp
 set timezone = 'UTC'
 as $$

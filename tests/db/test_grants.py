@@ -24,10 +24,19 @@ def _function(conn, name: str) -> tuple:
     return rows[0]
 
 
+# The purge deletes with the caller's own rights; everything else works on
+# housekeeper's own schema, which the API roles cannot reach directly.
+INVOKER = {
+    "housekeeper_purge_prepare",
+    "housekeeper_purge_batch",
+    "housekeeper_purge_estimate",
+}
+
+
 @pytest.mark.parametrize("name", sorted(FUNCTION_MIGRATIONS))
 def test_rpc_function_runs_for_service_role_only(conn, name):
     oid, security_definer, config = _function(conn, name)
-    assert security_definer
+    assert security_definer is (name not in INVOKER)
     assert "search_path=pg_catalog, pg_temp" in config
     allowed = {
         role: conn.execute(

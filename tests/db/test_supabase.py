@@ -157,7 +157,7 @@ def test_deep_health_without_migrations_names_the_first_migration(
     database = reply.json["database"]
     assert database["transport"] == "supabase"
     assert database["ok"] is False
-    assert f"supabase/migrations/{LOG_PURGE_MIGRATION}" in database["error"]
+    assert f"supabase/migrations/{LOG_PURGE_MIGRATION}" in database["message"]
 
 
 def test_hung_postgrest_fails_cleanly_within_the_read_timeout(

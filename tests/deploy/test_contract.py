@@ -30,10 +30,13 @@ CALL_FUNCTION = configs.REPO / "scripts" / "call-function.sh"
 OK_EXIT_STATUSES = ("success", "partial", "skipped", "dry_run")
 
 
-def _require_target(job_id: str) -> str:
+def _require_target(job_id: str, request: pytest.FixtureRequest | None = None) -> str:
     entry_point: str = configs.default_jobs()[job_id]["entry_point"]
     if entry_point not in configs.entry_points_in_main():
         pytest.skip(f"job {job_id} is not built yet (no {entry_point} in main.py)")
+    if job_id == "migrate-cdn-to-r2" and request is not None:
+        # Its storage (moto's S3 as R2) and its tables, as a deployment has them.
+        request.getfixturevalue("r2_env")
     return entry_point
 
 
@@ -72,9 +75,9 @@ def scheduler_request(job_id: str, secret: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("job_id", sorted(configs.default_jobs()))
 def test_scheduler_request_succeeds_against_the_emulated_target(
-    job_id, emulator, conn, clean_ledger
+    job_id, emulator, conn, clean_ledger, request
 ):
-    entry_point = _require_target(job_id)
+    entry_point = _require_target(job_id, request)
     _seed(conn)
     job = configs.default_jobs()[job_id]
     emu = emulator(entry_point, **configs.function_environment(job))
@@ -187,10 +190,10 @@ def render_env(service: Mapping[str, Any], stack: Mapping[str, str]) -> dict[str
 
 @pytest.mark.parametrize("service", configs.render_services(), ids=lambda s: s["name"])
 def test_render_start_command_exits_zero_on_success_and_non_zero_on_failure(
-    service, env, conn, clean_ledger, leak_guard
+    service, env, conn, clean_ledger, leak_guard, request
 ):
     job_id, _ = configs.render_invocation(service)
-    _require_target(job_id)
+    _require_target(job_id, request)
     _seed(conn)
     ok_env = render_env(service, env)
     failing_env = {**ok_env, "DATABASE_URL": _closed_database_url()}
@@ -209,10 +212,10 @@ def test_render_start_command_exits_zero_on_success_and_non_zero_on_failure(
 
 @pytest.mark.parametrize("service", configs.render_services(), ids=lambda s: s["name"])
 def test_render_fallback_skips_after_a_recent_success(
-    service, env, conn, clean_ledger, leak_guard
+    service, env, conn, clean_ledger, leak_guard, request
 ):
     job_id, _ = configs.render_invocation(service)
-    _require_target(job_id)
+    _require_target(job_id, request)
     _seed(conn)
     ok_env = render_env(service, env)
 

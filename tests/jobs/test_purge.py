@@ -219,6 +219,7 @@ def test_statement_timeout_of_50ms_purge_of_200k_rows_finishes_inside_it(
     conn.execute("drop role if exists purger")
     conn.execute("create role purger login password 'purger-pw-1234'")
     conn.execute("grant usage on schema public to purger")
+    conn.execute("grant select, delete on logs to purger")
     conn.execute("grant execute on all functions in schema public to purger")
     conn.execute("alter role purger set statement_timeout = '50ms'")
     set_env(DATABASE_URL=pg.url_for("purger", "purger-pw-1234"))

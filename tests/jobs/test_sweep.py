@@ -195,3 +195,22 @@ def test_time_budget_stops_the_sweep_with_partial(tmp_path):
 )
 def test_default_patterns(name, matches):
     assert bool(sweep.compile_patterns(PATTERNS).match(name)) is matches
+
+
+def test_trailing_slash_does_not_let_a_symlinked_folder_through(tmp_path):
+    real = tmp_path / "real"
+    old = _file(real / "old.log", 40)
+    (tmp_path / "logs").symlink_to(real, target_is_directory=True)
+    folder = str(tmp_path / "logs") + "/"
+    report = sweep_folder(
+        folder, PATTERNS, CUTOFF, dry_run=False, out_of_time=lambda: False
+    )
+    assert report["status"] == "refused"
+    assert old.exists()
+
+
+def test_root_folder_is_refused(tmp_path):
+    report = sweep_folder(
+        "/", PATTERNS, CUTOFF, dry_run=True, out_of_time=lambda: False
+    )
+    assert report["status"] == "refused"

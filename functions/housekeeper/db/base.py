@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from housekeeper.config import MediaSource
 from housekeeper.errors import DatabaseError, MigrationMissingError
 
 LOG_PURGE_MIGRATION = "20261204000100_housekeeper_log_purge.sql"
 RUN_LEDGER_MIGRATION = "20261204000200_housekeeper_run_ledger.sql"
+MEDIA_MIGRATION = "20261204000300_housekeeper_media_migration.sql"
 
 # Which migration ships each function, so a missing one can be named.
 FUNCTION_MIGRATIONS: dict[str, str] = {
@@ -28,6 +30,11 @@ FUNCTION_MIGRATIONS: dict[str, str] = {
     "housekeeper_finish_run": RUN_LEDGER_MIGRATION,
     "housekeeper_list_runs": RUN_LEDGER_MIGRATION,
     "housekeeper_run_summary": RUN_LEDGER_MIGRATION,
+    "housekeeper_media_claim": MEDIA_MIGRATION,
+    "housekeeper_media_count": MEDIA_MIGRATION,
+    "housekeeper_media_record": MEDIA_MIGRATION,
+    "housekeeper_media_swap": MEDIA_MIGRATION,
+    "housekeeper_media_release": MEDIA_MIGRATION,
 }
 
 
@@ -54,6 +61,7 @@ class PurgeTarget:
 
     @property
     def qualified(self) -> str:
+        """`schema.table`, as reports name it."""
         return f"{self.schema}.{self.table}"
 
 
@@ -64,6 +72,33 @@ class BatchResult:
     count: int
     last: datetime | None
     elapsed_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    """One claimed URL: a row's column, or one element of its array column.
+
+    `url` is the signed CDN URL as stored; it is a credential and never logged.
+    """
+
+    source: str
+    row_id: str
+    position: int
+    url: str
+    url_hash: str
+    attempts: int
+    status: str
+
+
+def _source_args(source: MediaSource) -> dict[str, Any]:
+    schema, _, table = source.table.rpartition(".")
+    return {
+        "p_schema": schema or "public",
+        "p_table": table,
+        "p_id_column": source.id_column,
+        "p_url_column": source.url_column,
+        "p_kind": source.kind,
+    }
 
 
 class Database(abc.ABC):
@@ -97,6 +132,7 @@ class Database(abc.ABC):
             raise missing_function_error(missing[0])
 
     def purge_prepare(self, schema: str, table: str, column: str) -> PurgeTarget:
+        """Resolve the log table: column type, index, the role's statement timeout."""
         info = self.call(
             "housekeeper_purge_prepare",
             {"p_schema": schema, "p_table": table, "p_column": column},
@@ -119,6 +155,7 @@ class Database(abc.ABC):
         *,
         dry_run: bool,
     ) -> BatchResult:
+        """Delete (or count) one short batch of rows older than `cutoff`."""
         result = self.call(
             "housekeeper_purge_batch",
             {
@@ -135,11 +172,12 @@ class Database(abc.ABC):
         elapsed_ms = result.get("elapsed_ms")
         return BatchResult(
             count=int(result["count"]),
-            last=_timestamp(last) if last is not None else None,
+            last=_resume_point(last),
             elapsed_ms=float(elapsed_ms) if elapsed_ms is not None else None,
         )
 
     def purge_estimate(self, target: PurgeTarget, cutoff: datetime) -> int:
+        """The planner's estimate of rows still older than `cutoff`."""
         result = self.call(
             "housekeeper_purge_estimate",
             {
@@ -163,6 +201,7 @@ class Database(abc.ABC):
         skip_within_s: int | None,
         params: Mapping[str, Any],
     ) -> dict[str, Any]:
+        """Take the job's lock and record a run, or say why not (busy, recent)."""
         return dict(
             self.call(
                 "housekeeper_begin_run",
@@ -182,6 +221,7 @@ class Database(abc.ABC):
     def finish_run(
         self, run_id: str, status: str, counts: Mapping[str, Any], error: str | None
     ) -> dict[str, Any]:
+        """Record how a run ended; a run taken over meanwhile stays abandoned."""
         return dict(
             self.call(
                 "housekeeper_finish_run",
@@ -195,12 +235,132 @@ class Database(abc.ABC):
         )
 
     def list_runs(self, job: str | None, limit: int) -> list[dict[str, Any]]:
+        """The newest ledger entries, optionally of one job."""
         return list(
             self.call("housekeeper_list_runs", {"p_job": job, "p_limit": limit})
         )
 
     def run_summary(self) -> dict[str, Any]:
+        """Per job: the last run, the last success and the last progress."""
         return dict(self.call("housekeeper_run_summary", {}))
+
+    def media_claim(
+        self,
+        source: MediaSource,
+        *,
+        hosts: tuple[str, ...],
+        exclude_prefix: str | None,
+        run_id: str,
+        limit: int,
+        lease_s: int,
+    ) -> list[MediaItem]:
+        """Claim up to `limit` eligible items of `source`, in id and position order."""
+        result = self.call(
+            "housekeeper_media_claim",
+            {
+                "p_source": source.name,
+                **_source_args(source),
+                "p_hosts": list(hosts),
+                "p_exclude_prefix": exclude_prefix,
+                "p_run_id": run_id,
+                "p_limit": limit,
+                "p_lease_s": lease_s,
+            },
+        )
+        return [
+            MediaItem(
+                source=source.name,
+                row_id=str(item["row_id"]),
+                position=int(item["position"]),
+                url=str(item["url"]),
+                url_hash=str(item["url_hash"]),
+                attempts=int(item["attempts"]),
+                status=str(item["status"]),
+            )
+            for item in result["items"]
+        ]
+
+    def media_count(
+        self,
+        source: MediaSource,
+        *,
+        hosts: tuple[str, ...],
+        exclude_prefix: str | None,
+    ) -> dict[str, int]:
+        """Items of `source` on the CDN: eligible now, backing off, expired, ..."""
+        result = self.call(
+            "housekeeper_media_count",
+            {
+                "p_source": source.name,
+                **_source_args(source),
+                "p_hosts": list(hosts),
+                "p_exclude_prefix": exclude_prefix,
+            },
+        )
+        return {str(key): int(value) for key, value in result.items()}
+
+    def media_record(
+        self,
+        item: MediaItem,
+        *,
+        run_id: str,
+        status: str,
+        error: str | None,
+        r2_key: str | None,
+        bytes_in: int | None,
+        bytes_out: int | None,
+        retry_base_s: int,
+        retry_max_s: int,
+    ) -> dict[str, Any]:
+        """Record how an item ended and release its claim (`updated` false if lost)."""
+        return dict(
+            self.call(
+                "housekeeper_media_record",
+                {
+                    "p_source": item.source,
+                    "p_row_id": item.row_id,
+                    "p_position": item.position,
+                    "p_url_hash": item.url_hash,
+                    "p_run_id": run_id,
+                    "p_status": status,
+                    "p_error": error,
+                    "p_r2_key": r2_key,
+                    "p_bytes_in": bytes_in,
+                    "p_bytes_out": bytes_out,
+                    "p_retry_base_s": retry_base_s,
+                    "p_retry_max_s": retry_max_s,
+                },
+            )
+        )
+
+    def media_swap(self, source: MediaSource, item: MediaItem, new_url: str) -> bool:
+        """Replace the item's URL only if the row still holds it; True if it did."""
+        result = self.call(
+            "housekeeper_media_swap",
+            {
+                **_source_args(source),
+                "p_row_id": item.row_id,
+                "p_position": item.position,
+                "p_old_url": item.url,
+                "p_new_url": new_url,
+            },
+        )
+        return bool(result["applied"])
+
+    def media_release(self, run_id: str) -> int:
+        """Release the claims a run still holds; returns how many."""
+        result = self.call("housekeeper_media_release", {"p_run_id": run_id})
+        return int(result["released"])
+
+
+def _resume_point(value: Any) -> datetime | None:
+    """Where the next batch starts; None (from the beginning) when the database
+    sent a time Python cannot hold, such as `-infinity` or a date BC."""
+    if value is None:
+        return None
+    if isinstance(value, str) and (value.endswith(" BC") or value == "-infinity"):
+        return None
+    return _timestamp(value)
 
 
 def _timestamp(value: Any) -> datetime:

@@ -17,6 +17,7 @@ from housekeeper.errors import (
     DatabaseError,
     DatabaseUnavailableError,
     HousekeeperError,
+    LockTimeoutError,
     StatementTimeoutError,
 )
 
@@ -92,6 +93,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _translate(exc: psycopg.Error, function: str) -> HousekeeperError:
     message = _first_line(exc)
+    if isinstance(exc, pg_errors.LockNotAvailable):
+        return LockTimeoutError(f"{function}: {message}")
     if isinstance(exc, pg_errors.QueryCanceled):
         return StatementTimeoutError(f"{function}: {message}")
     if isinstance(exc, pg_errors.UndefinedFunction) and function in message:

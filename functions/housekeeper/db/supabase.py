@@ -25,6 +25,7 @@ from housekeeper.errors import (
     DatabaseError,
     DatabaseUnavailableError,
     HousekeeperError,
+    LockTimeoutError,
     StatementTimeoutError,
 )
 
@@ -195,6 +196,8 @@ class SupabaseDatabase(Database):
             return missing_function_error(function)
         if code == "57014":
             return StatementTimeoutError(where)
+        if code == "55P03":
+            return LockTimeoutError(where)
         if code == "42501" and "function" in message:
             return DatabaseError(
                 f"{function} was refused ({message}, HTTP {status}): {_WRONG_KEY} "

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 JOB_MODULES: dict[str, str] = {
     "cleanup-logs": "housekeeper.jobs.log_cleanup",
+    "migrate-cdn-to-r2": "housekeeper.jobs.media_migration",
 }
 
 

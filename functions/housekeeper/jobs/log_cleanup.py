@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from housekeeper.config import Settings
-from housekeeper.errors import DependencyError
+from housekeeper.errors import DependencyError, HousekeeperError
 from housekeeper.http import Params, parse_bool, parse_int
 from housekeeper.jobs.purge import purge_table
 from housekeeper.jobs.sweep import sweep_folder
@@ -48,7 +48,7 @@ def run(ctx: RunContext, params: CleanupParams) -> JobOutcome:
     settings = ctx.settings
 
     database: dict[str, Any]
-    failure: DependencyError | None = None
+    failure: HousekeeperError | None = None
     try:
         database = purge_table(
             ctx,
@@ -57,12 +57,12 @@ def run(ctx: RunContext, params: CleanupParams) -> JobOutcome:
             cutoff,
             dry_run=params.dry_run,
         )
-    except DependencyError as exc:
-        # The folder is independent of the database: sweep it anyway, then fail.
+    except HousekeeperError as exc:
+        # The folder is independent of the database and of the table's
+        # settings: sweep it anyway, then fail.
         failure = exc
-        database = exc.partial.get(
-            "database", {"status": "failed", "error": exc.message}
-        )
+        reached = exc.partial if isinstance(exc, DependencyError) else {}
+        database = reached.get("database", {"status": "failed", "error": exc.message})
 
     files = sweep_folder(
         settings.log_dir,
@@ -86,8 +86,9 @@ def run(ctx: RunContext, params: CleanupParams) -> JobOutcome:
             "rows_would_delete": database.get("would_delete", 0),
             "files_would_delete": files.get("would_delete_files", 0),
         }
-    if failure is not None:
+    if isinstance(failure, DependencyError):
         failure.partial = results
+    if failure is not None:
         raise failure
 
     if params.dry_run:

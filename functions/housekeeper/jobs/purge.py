@@ -14,7 +14,11 @@ from datetime import datetime
 from typing import Any
 
 from housekeeper.db.base import BatchResult, PurgeTarget
-from housekeeper.errors import DependencyError, StatementTimeoutError
+from housekeeper.errors import (
+    DependencyError,
+    LockTimeoutError,
+    StatementTimeoutError,
+)
 from housekeeper.runs import RunContext, iso
 
 logger = logging.getLogger(__name__)
@@ -96,6 +100,17 @@ def purge_table(
                 batch: BatchResult = ctx.db.purge_batch(
                     target, cutoff, after, limit, dry_run=dry_run
                 )
+            except LockTimeoutError:
+                # A session holds the table (a migration, a VACUUM FULL): do
+                # not queue behind it and block its other writers; stop, and
+                # let the next run continue.
+                report["status"] = "partial"
+                report["warning"] = (
+                    f"{target.qualified} is locked by another session; "
+                    "stopped, the next run continues"
+                )
+                logger.warning("%s", report["warning"])
+                break
             except StatementTimeoutError:
                 timeouts += 1
                 if limit <= 1 or timeouts > MAX_CONSECUTIVE_TIMEOUTS:

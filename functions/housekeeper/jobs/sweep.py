@@ -53,6 +53,7 @@ class _Sweep:
     error_samples: list[dict[str, str]] = field(default_factory=list)
     stopped: bool = False
     seen: int = 0
+    device: int = -1
 
     def error(self, path: str, exc: OSError | str) -> None:
         self.errors += 1
@@ -140,6 +141,11 @@ class _Sweep:
                 self.error(path, exc)
             return
         try:
+            # Like `find -xdev`: a filesystem mounted inside the folder is not
+            # the folder's to clean.
+            if os.fstat(child).st_dev != self.device:
+                self.skipped += 1
+                return
             self.walk(child, path + "/", depth + 1)
         finally:
             os.close(child)
@@ -157,9 +163,15 @@ def sweep_folder(
     report: dict[str, Any] = {"folder": folder, "cutoff": cutoff.isoformat()}
     if not folder:
         return {**report, "status": "disabled", "message": "LOG_DIR is empty"}
+    # A trailing slash would make the kernel follow a symlinked folder.
+    path = folder.rstrip("/")
+    if not path or os.path.realpath(path) == "/":
+        logger.warning("log sweep refused: LOG_DIR names the root folder")
+        return {**report, "status": "refused", "message": "LOG_DIR is the root folder"}
     try:
-        root = os.open(folder, _DIR_FLAGS)
+        root = os.open(path, _DIR_FLAGS)
     except OSError as exc:
+        logger.warning("log sweep skipped: %s: %s", path, exc.strerror)
         if exc.errno == errno.ENOENT:
             return {
                 **report,
@@ -176,6 +188,7 @@ def sweep_folder(
         return {**report, "status": "failed", "message": exc.strerror or str(exc)}
 
     sweep = _Sweep(compile_patterns(patterns), _ns(cutoff), dry_run, out_of_time)
+    sweep.device = os.fstat(root).st_dev
     try:
         sweep.walk(root, "", 0)
     finally:
