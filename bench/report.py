@@ -116,11 +116,7 @@ def targets_table(found: list[dict[str, Any]]) -> str:
     labels = {True: "met", False: "MISSED", None: "not measured"}
     return markdown_table(
         ["target", "wanted", "measured", "result"],
-        [
-            [t["name"], t["target"], t["measured"], labels[t["met"]]]
-            + ([] if not t["note"] else [])
-            for t in found
-        ],
+        [[t["name"], t["target"], t["measured"], labels[t["met"]]] for t in found],
     )
 
 
