@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -136,6 +137,7 @@ def run(
                     times[label].append(seconds)
     finally:
         server.stop(quiet=True)
+        shutil.rmtree(work_dir, ignore_errors=True)
     baseline = spread(times[CASES[0][0]])["median"]
     cases = []
     for label, *_ in CASES:
