@@ -118,10 +118,13 @@ def test_configuration_error_during_a_run_is_recorded_with_its_message(
     assert "no_such_logs" in error
 
 
-def test_media_functions_refuse_a_table_the_caller_may_not_update(conn):
+@pytest.mark.parametrize("granted", ["", "select", "update"])
+def test_media_functions_refuse_a_table_the_caller_may_not_update(conn, granted):
     conn.execute("drop table if exists public.private_urls")
     conn.execute("create table public.private_urls (id int primary key, url text)")
     conn.execute("revoke all on public.private_urls from service_role")
+    if granted:
+        conn.execute(f"grant {granted} on public.private_urls to service_role")
     conn.execute(
         "insert into public.private_urls values (1, 'https://x.cdninstagram.com/a.jpg')"
     )

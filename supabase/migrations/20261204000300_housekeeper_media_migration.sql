@@ -118,7 +118,9 @@ begin
       errcode = '42P01',
       message = format('table %I.%I does not exist', p_schema, p_table);
   end if;
-  if not has_table_privilege(v_caller, relation, 'SELECT, UPDATE') then
+  -- Two calls: given a list, has_table_privilege answers whether ANY applies.
+  if not (has_table_privilege(v_caller, relation, 'SELECT')
+          and has_table_privilege(v_caller, relation, 'UPDATE')) then
     raise exception using
       errcode = '42501',
       message = format('role %s may not read and update %s', v_caller, relation);
