@@ -54,9 +54,6 @@ class Params:
         self._read.add(name)
         return self._values.get(name, MISSING)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._values
-
     def reject_unknown(self) -> None:
         """Refuse parameters no parser asked for, such as a misspelt `dry_run`."""
         unknown = sorted(set(self._values) - self._read)
@@ -137,11 +134,7 @@ def parse_int(params: Params, name: str, default: int, *, low: int, high: int) -
         value = int(value) if value.is_integer() else None
     elif isinstance(value, str):
         value = int(value.strip()) if _INTEGER.match(value.strip()) else None
-    if not isinstance(value, int):
-        raise InvalidParameterError(
-            name, f"{name} must be an integer from {low} to {high}"
-        )
-    if not low <= value <= high:
+    if not isinstance(value, int) or not low <= value <= high:
         raise InvalidParameterError(
             name, f"{name} must be an integer from {low} to {high}"
         )
